@@ -1,0 +1,77 @@
+"""Default hyperparameters: the authors' SVHN-HS recipe (REFERENCE Sec. 2, 2.1).
+
+Per-experiment files import this and override fields. Every field can also be overridden on the
+command line, e.g. `--config.train.num_steps=200 --config.sampler.n_steps=30`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 1234
+
+  config.data = data = ml_collections.ConfigDict()
+  data.name = "svhn_cropped"        # 'digits' (bundled with scikit-learn) or a tfds dataset name
+  data.data_dir = ""                # tfds data_dir; empty: tfds' default
+  data.train_split = "train"
+  data.eval_split = "test"
+  data.image_size = 32
+  data.channels = 3
+  data.image_key = "image"
+  data.label_key = "label"
+
+  config.model = model = ml_collections.ConfigDict()
+  model.z_dims = (2, 2, 2, 10)      # bottom -> top
+  model.channels = (32, 64, 64, 256)
+  model.merge = "add"               # 'add' (SVHN-HS family) or 'concat' (SVHN-FID family)
+  model.top_width = 0               # generator top-MLP width; 0: channels[-1]
+  model.encoder_negative_slope = 0.01
+  model.generator_negative_slope = 0.2
+
+  config.prior = prior = ml_collections.ConfigDict()
+  prior.type = "ebm"                # 'ebm' (joint EBM prior) or 'gaussian' (N(0, I): VLAE, nef = 0)
+  prior.num_layers = 4
+  prior.width = 50
+  prior.activation = "leaky_relu"   # 'leaky_relu', 'gelu', 'swish' or 'elu'
+  prior.negative_slope = 0.2
+  prior.spectral_norm = True
+
+  config.sampler = sampler = ml_collections.ConfigDict()
+  sampler.n_steps = 60              # K, short-run prior Langevin steps in training and sampling
+  sampler.step_size = 0.4           # s
+
+  config.objective = objective = ml_collections.ConfigDict()
+  objective.gfactor = 3.0           # 1 / (2 sigma^2)
+  objective.kl = "sample"           # 'sample' (reference) or 'analytic'
+
+  config.optim = optim = ml_collections.ConfigDict()
+  optim.lr_generator = 3e-4
+  optim.lr_encoder = 3e-4
+  optim.lr_prior = 2e-6
+  optim.b1 = 0.0
+  optim.b2 = 0.9
+  optim.eps = 1e-8
+  optim.weight_decay = 5e-4         # coupled L2 on encoder + generator (PyTorch Adam weight_decay)
+  optim.lr_decay = 0.998            # per epoch, staircase
+  optim.steps_per_epoch = 0         # 0: train-split size // batch size
+
+  config.train = train = ml_collections.ConfigDict()
+  train.batch_size = 100            # global, over all devices and hosts
+  train.num_steps = 531_100         # 100 epochs of SVHN 'extra' at batch 100
+  train.max_abs_ebm_loss = 1e3      # divergence guard of the authors' grid search; 0 disables
+
+  config.checkpoint = ckpt = ml_collections.ConfigDict()
+  ckpt.every_steps = 500
+  ckpt.max_to_keep = 30
+
+  config.logging = logging = ml_collections.ConfigDict()
+  logging.log_every_steps = 100
+  logging.image_every_steps = 5000
+  logging.num_images = 100          # per grid (a square number makes a square grid)
+
+  config.eval = ev = ml_collections.ConfigDict()
+  ev.every_steps = 5000
+  ev.batch_size = 100
+  ev.num_batches = 10               # 0: the whole eval split
+  return config

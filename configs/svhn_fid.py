@@ -1,0 +1,19 @@
+"""The authors' large SVHN-FID model (REFERENCE Sec. 2.2): 5 x 10-d layers, concat merge, 74M params."""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.data.train_split = "extra"
+  config.model.z_dims = (10, 10, 10, 10, 10)
+  config.model.channels = (128, 256, 256, 512, 1024)
+  config.model.top_width = 2048
+  config.model.merge = "concat"
+  config.prior.num_layers = 2
+  config.prior.width = 100
+  config.objective.gfactor = 10.0
+  config.sampler.n_steps = 100
+  config.sampler.step_size = 0.3
+  config.train.num_steps = 1_062_200  # 200 epochs
+  return config

@@ -1,0 +1,124 @@
+"""Orbax checkpoints of a `TrainState`, with the config saved beside each one.
+
+A workdir's checkpoints are restored only into a run whose architecture matches the config they
+were written with; otherwise `IncompatibleCheckpointError` names the differing fields and nothing
+on disk is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+# Fields that fix the shapes of the saved arrays; everything else (sampler, optimiser rates,
+# schedule lengths, logging) may change between a run and its resumption.
+ARCHITECTURE_FIELDS = ("data.image_size", "data.channels", "model", "prior")
+
+
+class IncompatibleCheckpointError(ValueError):
+  """A workdir holds a checkpoint that cannot be restored into the configured model."""
+
+
+def _get(tree: dict, dotted: str) -> Any:
+  for part in dotted.split("."):
+    tree = tree[part] if isinstance(tree, dict) and part in tree else None
+  return tree
+
+
+def _normalise(value: Any) -> Any:
+  return json.loads(json.dumps(value))  # tuples -> lists, as they come back from JSON
+
+
+def config_to_dict(config: ml_collections.ConfigDict) -> dict:
+  """The config as a JSON-compatible dict."""
+  return _normalise(config.to_dict())
+
+
+def architecture_differences(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
+  """'field: saved -> configured' for every architecture field that differs."""
+  current = config_to_dict(config)
+  diffs = []
+  for field in ARCHITECTURE_FIELDS:
+    a, b = _get(saved, field), _get(current, field)
+    if isinstance(a, dict) and isinstance(b, dict):
+      for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+          diffs.append(f"{field}.{key}: checkpoint {a.get(key)!r} vs config {b.get(key)!r}")
+    elif a != b:
+      diffs.append(f"{field}: checkpoint {a!r} vs config {b!r}")
+  return diffs
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+def make_manager(workdir: str, max_to_keep: int, create: bool = True) -> ocp.CheckpointManager:
+  """A CheckpointManager over `workdir/checkpoints` keeping the last `max_to_keep` steps."""
+  options = ocp.CheckpointManagerOptions(
+      create=create, preservation_policy=ocp.checkpoint_managers.LatestN(max_to_keep))
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
+                               item_names=("state", "config"))
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any,
+         config: ml_collections.ConfigDict) -> bool:
+  """Saves (asynchronously, atomically) the state and its config at `step`; no-op if it exists."""
+  if step in manager.all_steps():
+    return False
+  return manager.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config_to_dict(config))),
+      force=True)
+
+
+def saved_config(manager: ocp.CheckpointManager, step: int) -> dict:
+  """The config a checkpoint was written with."""
+  return manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+
+
+def restore(manager: ocp.CheckpointManager, target: Any, config: ml_collections.ConfigDict,
+            step: int | None = None) -> tuple[Any, int | None]:
+  """Restores the latest (or given) checkpoint into the structure of `target`.
+
+  Args:
+    manager: from `make_manager`.
+    target: a state (or its `jax.eval_shape`) giving the structure, shapes and shardings.
+    config: the current config, checked against the checkpoint's before any array is read.
+    step: the step to restore; None for the latest.
+
+  Returns:
+    (restored state, step), or (target, None) when there is no checkpoint.
+
+  Raises:
+    IncompatibleCheckpointError: the checkpoint was written for another architecture.
+  """
+  step = manager.latest_step() if step is None else step
+  if step is None:
+    return target, None
+  where = os.path.join(str(manager.directory), str(step))
+  try:
+    saved = saved_config(manager, step)
+  except Exception as e:
+    raise IncompatibleCheckpointError(
+        f"Checkpoint {where} has no readable config ({type(e).__name__}: {e}); it was not "
+        "written by hebm-jax. Use another --workdir; the checkpoint was left untouched.") from e
+  diffs = architecture_differences(saved, config)
+  if diffs:
+    raise IncompatibleCheckpointError(
+        f"Checkpoint {where} was written for a different model and cannot be resumed:\n  "
+        + "\n  ".join(diffs) + "\nUse another --workdir or the matching config; the checkpoint "
+        "was left untouched.")
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract)))["state"]
+  except Exception as e:
+    raise IncompatibleCheckpointError(
+        f"Checkpoint {where} does not fit the configured train state ({type(e).__name__}: {e}). "
+        "The checkpoint was left untouched.") from e
+  return restored, step

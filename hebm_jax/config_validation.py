@@ -1,0 +1,100 @@
+"""Checks a config before anything is built or compiled; errors name the offending field."""
+
+from __future__ import annotations
+
+import numbers
+
+from hebm_jax import models, objectives
+
+PRIOR_TYPES = ("ebm", "gaussian")
+
+
+class ConfigError(ValueError):
+  """An invalid configuration value."""
+
+
+def _require(cond: bool, field: str, message: str) -> None:
+  if not cond:
+    raise ConfigError(f"config.{field}: {message}")
+
+
+def _positive(config, field: str, integer: bool = False) -> None:
+  value = config
+  for part in field.split("."):
+    value = value[part]
+  kind = numbers.Integral if integer else numbers.Real
+  _require(isinstance(value, kind) and not isinstance(value, bool) and value > 0, field,
+           f"must be a positive {'integer' if integer else 'number'}, got {value!r}.")
+
+
+def validate_config(config, num_devices: int | None = None) -> None:
+  """Raises `ConfigError` naming the first invalid field.
+
+  Args:
+    config: the experiment `ConfigDict`.
+    num_devices: global device count; when given, the global batch must divide evenly.
+  """
+  m, d, p = config.model, config.data, config.prior
+  z_dims, channels = tuple(m.z_dims), tuple(m.channels)
+  num_layers = len(z_dims)
+  _require(num_layers >= 2, "model.z_dims", f"needs at least 2 layers, got {z_dims}.")
+  _require(all(isinstance(v, int) and v > 0 for v in z_dims), "model.z_dims",
+           f"latent sizes must be positive integers, got {z_dims}.")
+  _require(len(channels) == num_layers, "model.channels",
+           f"needs one width per latent layer ({num_layers} for model.z_dims={z_dims}), "
+           f"got {len(channels)}: {channels}.")
+  _require(all(isinstance(v, int) and v > 0 for v in channels), "model.channels",
+           f"widths must be positive integers, got {channels}.")
+  _require(m.merge in models.MERGE_MODES, "model.merge",
+           f"unknown merge mode {m.merge!r}; expected one of {models.MERGE_MODES}.")
+  _require(isinstance(m.top_width, int) and m.top_width >= 0, "model.top_width",
+           f"must be a non-negative integer, got {m.top_width!r}.")
+  _positive(config, "data.image_size", integer=True)
+  _positive(config, "data.channels", integer=True)
+  factor = 2 ** (num_layers - 1)
+  _require(d.image_size % factor == 0, "data.image_size",
+           f"{d.image_size} cannot be produced by a {num_layers}-layer generator: it must be a "
+           f"multiple of 2**(L-1) = {factor}.")
+
+  _require(p.type in PRIOR_TYPES, "prior.type", f"unknown prior {p.type!r}; expected one of {PRIOR_TYPES}.")
+  if p.type == "ebm":
+    _require(isinstance(p.num_layers, int) and p.num_layers >= 0, "prior.num_layers",
+             f"must be a non-negative integer, got {p.num_layers!r}.")
+    _positive(config, "prior.width", integer=True)
+    _require(p.activation in models.ACTIVATIONS, "prior.activation",
+             f"unknown activation {p.activation!r}; expected one of {models.ACTIVATIONS}.")
+
+  _positive(config, "sampler.n_steps", integer=True)
+  _positive(config, "sampler.step_size")
+  _positive(config, "objective.gfactor")
+  _require(config.objective.kl in objectives.KL_ESTIMATORS, "objective.kl",
+           f"unknown KL estimator {config.objective.kl!r}; expected one of {objectives.KL_ESTIMATORS}.")
+
+  for field in ("lr_generator", "lr_encoder", "lr_prior", "eps"):
+    _positive(config, f"optim.{field}")
+  for field in ("b1", "b2"):
+    value = config.optim[field]
+    _require(0.0 <= value < 1.0, f"optim.{field}", f"must be in [0, 1), got {value!r}.")
+  _require(config.optim.weight_decay >= 0, "optim.weight_decay",
+           f"must be non-negative, got {config.optim.weight_decay!r}.")
+  _require(0.0 < config.optim.lr_decay <= 1.0, "optim.lr_decay",
+           f"must be in (0, 1], got {config.optim.lr_decay!r}.")
+  _require(isinstance(config.optim.steps_per_epoch, int) and config.optim.steps_per_epoch >= 0,
+           "optim.steps_per_epoch", f"must be a non-negative integer, got {config.optim.steps_per_epoch!r}.")
+
+  _positive(config, "train.batch_size", integer=True)
+  _positive(config, "train.num_steps", integer=True)
+  _require(config.train.max_abs_ebm_loss >= 0, "train.max_abs_ebm_loss",
+           f"must be non-negative (0 disables the guard), got {config.train.max_abs_ebm_loss!r}.")
+  if num_devices is not None:
+    _require(config.train.batch_size % num_devices == 0, "train.batch_size",
+             f"the global batch {config.train.batch_size} is not divisible by the {num_devices} devices.")
+  _positive(config, "checkpoint.every_steps", integer=True)
+  _positive(config, "checkpoint.max_to_keep", integer=True)
+  _positive(config, "logging.log_every_steps", integer=True)
+  _positive(config, "logging.image_every_steps", integer=True)
+  _positive(config, "logging.num_images", integer=True)
+  _positive(config, "eval.every_steps", integer=True)
+  _positive(config, "eval.batch_size", integer=True)
+  _require(isinstance(config.eval.num_batches, int) and config.eval.num_batches >= 0,
+           "eval.num_batches", f"must be a non-negative integer, got {config.eval.num_batches!r}.")

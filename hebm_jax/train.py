@@ -1,0 +1,492 @@
+"""Training: the train state, the pure train step (REFERENCE Sec. 1.1 order) and the training loop.
+
+One iteration, as the authors' code runs it:
+  1. generator + encoder: one Adam step on Gfactor * rec + sum_l KL_l - mean f(z+) (z+ ~ q(z|x));
+  2. prior sampling: K-step Langevin from N(0, I) with the current (not yet updated) f_alpha;
+  3. EBM: one Adam step on mean f(z-) - mean f(stop_gradient(z+)), z+ from step 1's encoder.
+The spectral-norm state of f_alpha is carried through every call in that order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax import struct
+
+from hebm_jax import checkpointing, input_pipeline, models, objectives, sampler, visualization
+from hebm_jax.config_validation import validate_config
+
+Array = jax.Array
+AXIS = "batch"
+
+
+class TrainState(struct.PyTreeNode):
+  """Everything a run needs to continue: no randomness lives outside it (keys are folded from step).
+
+  Attributes:
+    step: number of completed iterations (scalar int32).
+    params: {'encoder': ..., 'generator': ..., 'prior': ...} ('prior' is {} for a Gaussian prior).
+    sn_state: spectral-norm power-iteration state of the prior ({} when there is none).
+    opt_state_gi: optimiser state of encoder + generator.
+    opt_state_prior: optimiser state of the prior.
+  """
+  step: Array
+  params: dict
+  sn_state: dict
+  opt_state_gi: Any
+  opt_state_prior: Any
+
+
+class StepDraws(NamedTuple):
+  """Every random draw of one iteration (B examples, D = sum of latent sizes, K Langevin steps).
+
+  Attributes:
+    eps: (B, D) reparameterisation noise for z+ = mean + std * eps, layers concatenated.
+    langevin_init: (B, D) N(0, I) starting points of the prior chains.
+    langevin_noise: (K, B, D) Langevin noise.
+  """
+  eps: Array
+  langevin_init: Array
+  langevin_noise: Array
+
+
+@dataclasses.dataclass(frozen=True)
+class HEBM:
+  """The model's modules and the hyperparameters the step needs (static, hashable)."""
+  encoder: models.HierarchicalEncoder
+  generator: models.HierarchicalGenerator
+  prior: models.EnergyPrior | None
+  z_dims: tuple[int, ...]
+  gfactor: float
+  kl_estimator: str
+  n_steps: int
+  step_size: float
+  tx_gi: optax.GradientTransformation
+  tx_prior: optax.GradientTransformation
+  schedules: tuple[tuple[str, Callable[[Array], Array]], ...]
+
+  @property
+  def latent_dim(self) -> int:
+    return sum(self.z_dims)
+
+
+def lr_schedule(lr: float, decay: float, steps_per_epoch: int) -> optax.Schedule:
+  """lr * decay**epoch with epoch = step // steps_per_epoch (the reference's per-epoch ExponentialLR)."""
+  return optax.exponential_decay(lr, transition_steps=steps_per_epoch, decay_rate=decay,
+                                 staircase=True)
+
+
+def make_optimizers(optim_config, steps_per_epoch: int):
+  """The reference's optimisers.
+
+  Encoder + generator: coupled L2 (decay added to the gradient, PyTorch Adam `weight_decay`, not
+  AdamW), Adam(b1, b2, eps), separate learning rates for encoder and generator. Prior: Adam without
+  decay. Both learning rates decay by `lr_decay` per epoch.
+
+  Returns:
+    (tx_gi, tx_prior, schedules) where schedules is ((name, schedule), ...) for logging.
+  """
+  o = optim_config
+  sched = {name: lr_schedule(o[f"lr_{name}"], o.lr_decay, steps_per_epoch)
+           for name in ("encoder", "generator", "prior")}
+  adam = functools.partial(optax.scale_by_adam, b1=o.b1, b2=o.b2, eps=o.eps)
+  tx_gi = optax.chain(
+      optax.add_decayed_weights(o.weight_decay) if o.weight_decay else optax.identity(),
+      adam(),
+      optax.multi_transform(
+          {k: optax.scale_by_learning_rate(sched[k]) for k in ("encoder", "generator")},
+          lambda params: {k: k for k in params}))
+  tx_prior = optax.chain(adam(), optax.scale_by_learning_rate(sched["prior"]))
+  return tx_gi, tx_prior, tuple(sched.items())
+
+
+def create_model(config, steps_per_epoch: int) -> HEBM:
+  """Builds the static model description from a validated config."""
+  encoder, generator, prior = models.build_models(config)
+  tx_gi, tx_prior, schedules = make_optimizers(config.optim, steps_per_epoch)
+  return HEBM(encoder=encoder, generator=generator, prior=prior, z_dims=tuple(config.model.z_dims),
+              gfactor=float(config.objective.gfactor), kl_estimator=config.objective.kl,
+              n_steps=int(config.sampler.n_steps), step_size=float(config.sampler.step_size),
+              tx_gi=tx_gi, tx_prior=tx_prior, schedules=schedules)
+
+
+def init_params(model: HEBM, key: Array, image_shape: Sequence[int]) -> tuple[dict, dict]:
+  """Initial (params, sn_state) for images of shape (H, W, C)."""
+  k_enc, k_gen, k_prior = jax.random.split(key, 3)
+  x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+  zs = [jnp.zeros((1, d), jnp.float32) for d in model.z_dims]
+  params = {"encoder": model.encoder.init(k_enc, x)["params"],
+            "generator": model.generator.init(k_gen, zs)["params"],
+            "prior": {}}
+  sn_state = {}
+  if model.prior is not None:
+    variables = model.prior.init(k_prior, jnp.zeros((1, model.latent_dim), jnp.float32))
+    params["prior"] = variables["params"]
+    sn_state = variables.get("batch_stats", {})
+  return params, sn_state
+
+
+def create_train_state(model: HEBM, key: Array, image_shape: Sequence[int]) -> TrainState:
+  """A fresh train state; `key` should be derived from the config seed."""
+  params, sn_state = init_params(model, key, image_shape)
+  return state_from_params(model, params, sn_state)
+
+
+def state_from_params(model: HEBM, params: dict, sn_state: dict, step: int = 0) -> TrainState:
+  """Wraps given parameters (e.g. converted ones) in a train state with fresh optimiser states."""
+  gi = {"encoder": params["encoder"], "generator": params["generator"]}
+  return TrainState(step=jnp.asarray(step, jnp.int32), params=params, sn_state=sn_state,
+                    opt_state_gi=model.tx_gi.init(gi),
+                    opt_state_prior=model.tx_prior.init(params["prior"]))
+
+
+def draw_step_randomness(key: Array, step: Array, example_ids: Array, latent_dim: int,
+                         n_steps: int) -> StepDraws:
+  """All draws of one iteration, keyed per example: fold_in(fold_in(key, step), example_id).
+
+  Keying by global example index (not by device) makes a run's numbers independent of how the
+  global batch is split over devices and hosts.
+  """
+  step_key = jax.random.fold_in(key, step)
+
+  def one(example_id):
+    k_eps, k_init, k_noise = jax.random.split(jax.random.fold_in(step_key, example_id), 3)
+    return (jax.random.normal(k_eps, (latent_dim,)), jax.random.normal(k_init, (latent_dim,)),
+            jax.random.normal(k_noise, (n_steps, latent_dim)))
+
+  eps, init, noise = jax.vmap(one)(example_ids)
+  return StepDraws(eps, init, jnp.swapaxes(noise, 0, 1))
+
+
+def _global_norm(tree) -> Array:
+  return optax.global_norm(tree) if jax.tree.leaves(tree) else jnp.zeros(())
+
+
+def _pmean(tree, axis_name):
+  return jax.lax.pmean(tree, axis_name) if axis_name else tree
+
+
+def train_step_from_draws(model: HEBM, state: TrainState, images: Array, draws: StepDraws,
+                          axis_name: str | None = None) -> tuple[TrainState, dict]:
+  """One iteration given its random draws (the golden tests feed the authors' draws here).
+
+  Args:
+    model: static model description.
+    state: current train state (identical on every device).
+    images: (B, H, W, C) this device's images in [-1, 1].
+    draws: `StepDraws` for these B examples.
+    axis_name: pmap axis to average gradients and metrics over, or None on one device.
+
+  Returns:
+    (new state, metrics dict of scalars averaged over devices).
+  """
+  params = state.params
+  prior = model.prior
+
+  # (1) generator + encoder.
+  def gi_loss_fn(gi_params):
+    means, logvars = model.encoder.apply({"params": gi_params["encoder"]}, images)
+    eps = models.split_latents(draws.eps, model.z_dims)
+    zs = [objectives.reparameterize(m, lv, e) for m, lv, e in zip(means, logvars, eps)]
+    z = models.concat_latents(zs)
+    f_pos, sn_state = sampler.energy(prior, params["prior"], state.sn_state, z)
+    x_hat = model.generator.apply({"params": gi_params["generator"]}, zs)
+    rec = objectives.reconstruction_loss(x_hat, images)
+    kls = objectives.kl_terms(zs, means, logvars, model.kl_estimator)
+    loss = objectives.generator_encoder_loss(rec, kls, f_pos, model.gfactor)
+    return loss, (z, sn_state, rec, kls, jnp.mean(f_pos))
+
+  gi_params = {"encoder": params["encoder"], "generator": params["generator"]}
+  (loss, (z_pos, sn_state, rec, kls, f_pos)), gi_grads = jax.value_and_grad(
+      gi_loss_fn, has_aux=True)(gi_params)
+  gi_grads = _pmean(gi_grads, axis_name)
+  updates, opt_state_gi = model.tx_gi.update(gi_grads, state.opt_state_gi, gi_params)
+  gi_params = optax.apply_updates(gi_params, updates)
+
+  metrics = {"loss": loss, "rec_loss": rec, "kl": jnp.sum(kls), "f_posterior": f_pos,
+             "grad_norm/encoder": _global_norm(gi_grads["encoder"]),
+             "grad_norm/generator": _global_norm(gi_grads["generator"])}
+  metrics.update({f"kl/layer{l}": kls[l] for l in range(len(model.z_dims))})
+
+  # (2) prior sampling with the current f_alpha, then (3) the EBM update.
+  prior_params, opt_state_prior = params["prior"], state.opt_state_prior
+  if prior is not None:
+    z_neg, sn_state = sampler.sample_prior(prior, prior_params, sn_state, draws.langevin_init,
+                                           None, model.n_steps, model.step_size,
+                                           noise=draws.langevin_noise)
+    z_pos = jax.lax.stop_gradient(z_pos)
+
+    def ebm_loss_fn(p):
+      f_p, st = sampler.energy(prior, p, sn_state, z_pos)
+      f_n, st = sampler.energy(prior, p, st, z_neg)
+      return objectives.ebm_loss(f_n, f_p), (st, jnp.mean(f_n))
+
+    (e_loss, (sn_state, f_neg)), prior_grads = jax.value_and_grad(
+        ebm_loss_fn, has_aux=True)(prior_params)
+    prior_grads = _pmean(prior_grads, axis_name)
+    updates, opt_state_prior = model.tx_prior.update(prior_grads, opt_state_prior, prior_params)
+    prior_params = optax.apply_updates(prior_params, updates)
+    metrics.update({"ebm_loss": e_loss, "f_prior": f_neg,
+                    "grad_norm/prior": _global_norm(prior_grads)})
+
+  new_params = {**gi_params, "prior": prior_params}
+  metrics.update({f"param_norm/{k}": _global_norm(v) for k, v in new_params.items() if v})
+  metrics.update({f"lr/{name}": fn(state.step) for name, fn in model.schedules})
+  metrics = _pmean(metrics, axis_name)
+  new_state = state.replace(step=state.step + 1, params=new_params, sn_state=sn_state,
+                            opt_state_gi=opt_state_gi, opt_state_prior=opt_state_prior)
+  return new_state, metrics
+
+
+def train_step(model: HEBM, state: TrainState, batch: dict, key: Array,
+               axis_name: str | None = None) -> tuple[TrainState, dict]:
+  """One iteration; randomness from fold_in(key, step) and each example's global index.
+
+  Args:
+    model: static model description.
+    state: train state, identical on every device.
+    batch: {'image': (B, H, W, C)} this device's share of the global batch.
+    key: the run's base key (from the config seed), identical on every device.
+    axis_name: the pmap axis name, or None when not under pmap.
+  """
+  images = batch["image"]
+  b = images.shape[0]
+  device = jax.lax.axis_index(axis_name) if axis_name else 0
+  ids = device * b + jnp.arange(b)
+  draws = draw_step_randomness(key, state.step, ids, model.latent_dim, model.n_steps)
+  return train_step_from_draws(model, state, images, draws, axis_name)
+
+
+def make_p_train_step(model: HEBM):
+  """`train_step` under `jax.pmap`: state and key unreplicated (in_axes=None), batch split on axis 0."""
+  return jax.pmap(functools.partial(train_step, model, axis_name=AXIS), axis_name=AXIS,
+                  in_axes=(None, 0, None), out_axes=None)
+
+
+def eval_step(model: HEBM, state: TrainState, batch: dict, axis_name: str | None = None) -> dict:
+  """Reconstruction and KL on a batch with the posterior means (no randomness).
+
+  Returns sums over the batch (so they add up over batches and devices): 'count', 'mse'
+  (per-image mean over pixels, [-1, 1] range), 'rec_loss' (per-image pixel sums), 'kl/layer{l}'
+  (closed form) and 'f_posterior'.
+  """
+  x = batch["image"]
+  means, logvars = model.encoder.apply({"params": state.params["encoder"]}, x)
+  x_hat = model.generator.apply({"params": state.params["generator"]}, means)
+  sq = jnp.sum((x_hat - x) ** 2, axis=(1, 2, 3))
+  f, _ = sampler.energy(model.prior, state.params["prior"], state.sn_state,
+                        models.concat_latents(means), update_stats=False)
+  out = {"count": jnp.asarray(x.shape[0], jnp.float32), "rec_loss": jnp.sum(sq),
+         "mse": jnp.sum(sq) / np.prod(x.shape[1:]), "f_posterior": jnp.sum(f)}
+  for l, (m, lv) in enumerate(zip(means, logvars)):
+    out[f"kl/layer{l}"] = jnp.sum(objectives.kl_analytic(m, lv))
+  return jax.lax.psum(out, axis_name) if axis_name else out
+
+
+def make_p_eval_step(model: HEBM):
+  return jax.pmap(functools.partial(eval_step, model, axis_name=AXIS), axis_name=AXIS,
+                  in_axes=(None, 0), out_axes=None)
+
+
+def shard_batch(batch: dict, devices: Sequence[jax.Device] | None = None) -> dict:
+  """(B, ...) host arrays -> (n, B // n, ...) arrays placed one slice per local device.
+
+  Placing the slices up front matters: handing numpy arrays to a pmapped function costs several
+  times the step itself on CPU.
+  """
+  devices = list(devices or jax.local_devices())
+  sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(devices), (AXIS,)),
+                                        jax.sharding.PartitionSpec(AXIS))
+  return jax.tree.map(
+      lambda x: jax.device_put(x.reshape((len(devices), -1) + x.shape[1:]), sharding), batch)
+
+
+# ------------------------------------------------------------------------------------------------
+# The training loop.
+# ------------------------------------------------------------------------------------------------
+
+
+class DivergenceError(FloatingPointError):
+  """Training produced non-finite values or an exploding EBM loss."""
+
+
+def image_summaries(model: HEBM, state: TrainState, key: Array, images: Array, num: int) -> dict:
+  """Prior samples, reconstructions and a hierarchical-sampling batch (all in [-1, 1]).
+
+  Returns:
+    {'samples': (num, H, W, C), 'reconstructions': (n, H, 2W, C) original | reconstruction,
+     'hierarchical': (L, num, H, W, C), layer l varied, others held at sample 0}.
+  """
+  k_prior, k_rec = jax.random.split(key)
+  params = state.params
+  samples, zs, _ = sampler.generate(model.generator, params["generator"], model.prior,
+                                    params["prior"], state.sn_state, k_prior, num, model.z_dims,
+                                    model.n_steps, model.step_size)
+  means, logvars = model.encoder.apply({"params": params["encoder"]}, images)
+  eps = [jax.random.normal(k, m.shape) for k, m in
+         zip(jax.random.split(k_rec, len(means)), means)]
+  zs_q = [objectives.reparameterize(m, lv, e) for m, lv, e in zip(means, logvars, eps)]
+  recon = model.generator.apply({"params": params["generator"]}, zs_q)
+  return {"samples": samples,
+          "reconstructions": jnp.concatenate([images, recon], axis=2),
+          "hierarchical": sampler.hierarchical_sampling(model.generator, params["generator"], zs)}
+
+
+def _fetch_and_check(pending: list[tuple[int, dict]], max_abs_ebm_loss: float) -> dict:
+  """Averages pending per-step metrics; raises `DivergenceError` naming the first bad step range."""
+  if not pending:
+    return {}
+  host = jax.device_get([m for _, m in pending])
+  steps = [s for s, _ in pending]
+  for step, m in zip(steps, host):
+    bad = [k for k, v in m.items() if not np.isfinite(v)]
+    if max_abs_ebm_loss and "ebm_loss" in m and abs(m["ebm_loss"]) > max_abs_ebm_loss:
+      bad.append(f"|ebm_loss| = {abs(m['ebm_loss']):.3g} > train.max_abs_ebm_loss")
+    if bad:
+      raise DivergenceError(
+          f"Training diverged in steps {steps[0]}-{steps[-1]} (first bad step {step}): "
+          f"{', '.join(bad)}. No checkpoint was written from these steps.")
+  return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+
+
+def evaluate(model: HEBM, p_eval_step, state: TrainState, source, config) -> dict:
+  """Per-example means over the eval split of `eval_step`'s sums."""
+  totals = None
+  for batch in input_pipeline.eval_batches(source, config.eval.batch_size, config.eval.num_batches,
+                                           jax.process_index(), jax.process_count()):
+    out = jax.device_get(p_eval_step(state, shard_batch(batch)))
+    totals = out if totals is None else jax.tree.map(np.add, totals, out)
+  if totals is None:
+    raise ValueError(f"config.eval.batch_size={config.eval.batch_size} is larger than the eval split.")
+  count = totals.pop("count")
+  result = {k: float(v / count) for k, v in totals.items()}
+  result["kl"] = sum(v for k, v in result.items() if k.startswith("kl/"))
+  return result
+
+
+def _write_images(writer, workdir: str, step: int, images: dict) -> None:
+  images = jax.device_get(images)
+  grids = {"samples": visualization.make_grid(images["samples"]),
+           "reconstructions": visualization.make_grid(images["reconstructions"]),
+           "hierarchical": visualization.side_by_side(
+               [visualization.make_grid(g) for g in images["hierarchical"]])}
+  if jax.process_index() == 0:
+    for name, grid in grids.items():
+      visualization.save_png(grid, os.path.join(workdir, "images", f"{name}_{step:08d}.png"))
+  writer.write_images(step, {k: v[None] for k, v in grids.items()})
+
+
+def train_and_evaluate(config, workdir: str) -> TrainState:
+  """Trains (resuming from `workdir` if it holds a checkpoint), logs, checkpoints and evaluates.
+
+  Writes to `workdir`: `checkpoints/` (orbax, with the config), TensorBoard event files, and
+  `images/*.png` grids. Returns the final train state.
+  """
+  # clu's writers import TensorFlow; keep that cost out of `import hebm_jax.train`.
+  from clu import metric_writers, periodic_actions  # pylint: disable=g-import-not-at-top
+
+  validate_config(config, jax.device_count())
+  per_host = config.train.batch_size // jax.process_count()
+
+  train_source = input_pipeline.load_split(config.data, config.data.train_split)
+  eval_source = input_pipeline.load_split(config.data, config.data.eval_split)
+  for source in (train_source, eval_source):
+    input_pipeline.check_source(source, config.data)
+  steps_per_epoch = config.optim.steps_per_epoch or len(train_source) // config.train.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f"config.train.batch_size={config.train.batch_size} is larger than the "
+                     f"{len(train_source)} training examples.")
+  model = create_model(config, steps_per_epoch)
+  image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
+
+  root = jax.random.PRNGKey(config.seed)
+  init_key, train_key, image_key = (jax.random.fold_in(root, i) for i in range(3))
+  manager = checkpointing.make_manager(workdir, config.checkpoint.max_to_keep)
+  state = jax.jit(functools.partial(create_train_state, model, image_shape=image_shape))(init_key)
+  state, restored_step = checkpointing.restore(manager, state, config)
+  if restored_step is not None:
+    logging.info("Resumed from %s at step %d.", manager.directory, restored_step)
+  replicated = jax.sharding.NamedSharding(
+      jax.sharding.Mesh(np.asarray(jax.local_devices()), (AXIS,)), jax.sharding.PartitionSpec())
+  state = jax.device_put(state, replicated)  # committed up front, so the step compiles once
+
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  if restored_step is None:
+    writer.write_hparams({k: v for k, v in _flatten(checkpointing.config_to_dict(config)).items()})
+  p_train_step = make_p_train_step(model)
+  p_eval_step = make_p_eval_step(model)
+  summaries = jax.jit(functools.partial(image_summaries, model, num=config.logging.num_images))
+  eval_images = next(input_pipeline.eval_batches(eval_source, min(16, len(eval_source)), 1))["image"]
+
+  num_steps = config.train.num_steps
+  step = int(jax.device_get(state.step))
+  report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
+  logging.info("Training %s from step %d to %d on %d device(s), %d process(es), %d steps/epoch.",
+               config.data.name, step, num_steps, jax.device_count(), jax.process_count(),
+               steps_per_epoch)
+  pending: list[tuple[int, dict]] = []
+  last_log_time, last_log_step = time.time(), step
+  while step < num_steps:
+    batch = input_pipeline.train_batch(train_source, config.train.batch_size, config.seed, step,
+                                       jax.process_index(), jax.process_count())
+    assert batch["image"].shape[0] == per_host
+    state, metrics = p_train_step(state, shard_batch(batch), train_key)
+    step += 1
+    pending.append((step, metrics))
+    report(step, time.time())
+
+    is_last = step == num_steps
+    if step % config.logging.log_every_steps == 0 or is_last:
+      summary = _fetch_and_check(pending, config.train.max_abs_ebm_loss)
+      pending = []
+      now = time.time()
+      summary["steps_per_sec"] = (step - last_log_step) / max(now - last_log_time, 1e-9)
+      last_log_time, last_log_step = now, step
+      writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
+      logging.info("step %d/%d | loss %.3f | rec %.3f | kl %.3f | f(z+) %.4f | f(z-) %.4f | "
+                   "ebm %.5f | %.1f steps/s", step, num_steps, summary["loss"],
+                   summary["rec_loss"], summary["kl"], summary["f_posterior"],
+                   summary.get("f_prior", 0.0), summary.get("ebm_loss", 0.0),
+                   summary["steps_per_sec"])
+    preempted = manager.reached_preemption(step)
+    if step % config.checkpoint.every_steps == 0 or is_last or preempted:
+      _fetch_and_check(pending, config.train.max_abs_ebm_loss)  # never save a diverged state
+      checkpointing.save(manager, step, state, config)
+      if preempted:
+        manager.wait_until_finished()
+        logging.warning("Preemption signal received: saved step %d and stopping.", step)
+        break
+    if step % config.logging.image_every_steps == 0 or is_last:
+      with report.timed("images"):
+        _write_images(writer, workdir, step,
+                      summaries(state, jax.random.fold_in(image_key, step), eval_images))
+    if step % config.eval.every_steps == 0 or is_last:
+      with report.timed("eval"):
+        result = evaluate(model, p_eval_step, state, eval_source, config)
+      writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
+      logging.info("eval at step %d | mse %.5f | rec %.3f | kl %.3f", step, result["mse"],
+                   result["rec_loss"], result["kl"])
+  writer.flush()
+  manager.wait_until_finished()
+  manager.close()
+  return state
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(_flatten(v, key + "."))
+    else:
+      out[key] = str(v) if isinstance(v, (list, tuple)) else v
+  return out

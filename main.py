@@ -1,0 +1,57 @@
+"""hebm-jax entry point: `python main.py --config=configs/digits.py --workdir=runs/digits`."""
+
+import logging as logging_std
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and images.")
+flags.DEFINE_enum("mode", "train", ["train"], "What to run.")
+flags.DEFINE_bool("distributed", None, "Call jax.distributed.initialize(); default: when the "
+                  "environment describes a multi-process job (JAX_COORDINATOR_ADDRESS, SLURM, "
+                  "Open MPI, or a TPU pod).")
+config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _multi_process_env() -> bool:
+  env = os.environ
+  return bool(env.get("JAX_COORDINATOR_ADDRESS") or int(env.get("SLURM_NTASKS", "1")) > 1
+              or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+              or "," in env.get("TPU_WORKER_HOSTNAMES", ""))
+
+
+class _QuietLibraries(logging_std.Filter):
+  """Drops INFO chatter of orbax (a dozen lines per checkpoint) and absl's own; keeps warnings."""
+
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    noisy = "/orbax/" in record.pathname or "/tensorflow/" in record.pathname
+    return record.levelno >= logging_std.WARNING or not noisy
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  # TensorFlow is only a helper here (clu's writers, tfds); keep it off the accelerators.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], "GPU")
+  tf.config.set_visible_devices([], "TPU") if tf.config.list_physical_devices("TPU") else None
+
+  import jax  # pylint: disable=g-import-not-at-top
+  from hebm_jax import train  # pylint: disable=g-import-not-at-top
+  from hebm_jax.config_validation import validate_config  # pylint: disable=g-import-not-at-top
+
+  validate_config(FLAGS.config)  # before any device work or compilation
+  if FLAGS.distributed or (FLAGS.distributed is None and _multi_process_env()):
+    jax.distributed.initialize()
+  logging.info("JAX process %d/%d, local devices: %s", jax.process_index(), jax.process_count(),
+               jax.local_devices())
+  if FLAGS.mode == "train":
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)

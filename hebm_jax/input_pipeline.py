@@ -96,7 +96,11 @@ class TfdsSource:
     return len(self.source)
 
   def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    records = self.source.__getitems__([int(i) for i in indices])
+    keys = [int(i) for i in indices]
+    try:
+      records = self.source.__getitems__(keys)  # one batched read from array_record
+    except TypeError:  # tfds' mock data sources only implement single-item access
+      records = [self.source[k] for k in keys]
     images = np.stack([np.asarray(r[self.image_key]) for r in records])
     if images.ndim == 3:
       images = images[..., None]

@@ -1,0 +1,246 @@
+"""Training-loop behaviour: learning, device-count invariance, exact resumption, bad inputs."""
+
+import hashlib
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hebm_jax import checkpointing, input_pipeline, train
+from tests.conftest import tiny_digits_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _model_and_state(config, seed=0):
+  model = train.create_model(config, steps_per_epoch=10)
+  shape = (config.data.image_size, config.data.image_size, config.data.channels)
+  return model, train.create_train_state(model, jax.random.PRNGKey(seed), shape)
+
+
+def _global_norm_diff(a, b):
+  return float(np.sqrt(sum(np.sum((np.asarray(x) - np.asarray(y)) ** 2)
+                           for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))))
+
+
+def _max_abs_diff(a, b):
+  return max(jax.tree.leaves(jax.tree.map(
+      lambda x, y: float(np.max(np.abs(np.asarray(x) - np.asarray(y)))), a, b)))
+
+
+def test_a_few_dozen_steps_lower_the_reconstruction_loss(tiny_config):
+  tiny_config.model.channels = (16, 32, 64)
+  model, state = _model_and_state(tiny_config)
+  source = input_pipeline.load_split(tiny_config.data, "train")
+  step = jax.jit(lambda s, b, k: train.train_step(model, s, b, k))
+  key = jax.random.PRNGKey(1)
+  rec = []
+  for t in range(40):
+    batch = input_pipeline.train_batch(source, 50, 0, t)
+    state, metrics = step(state, {"image": batch["image"]}, key)
+    rec.append(float(metrics["rec_loss"]))
+  assert np.all(np.isfinite(rec))
+  assert np.mean(rec[-5:]) < 0.6 * np.mean(rec[:5]), rec
+  assert int(state.step) == 40
+
+
+def test_one_and_four_devices_give_the_same_parameters(tiny_config):
+  assert jax.device_count() >= 4
+  model, state = _model_and_state(tiny_config)
+  source = input_pipeline.load_split(tiny_config.data, "train")
+  key = jax.random.PRNGKey(3)
+  results = {}
+  for n in (1, 4):
+    devices = jax.devices()[:n]
+    step = jax.pmap(lambda s, b, k: train.train_step(model, s, b, k, axis_name=train.AXIS),
+                    axis_name=train.AXIS, in_axes=(None, 0, None), out_axes=None, devices=devices)
+    s = state
+    for t in range(3):
+      batch = input_pipeline.train_batch(source, 16, 0, t)
+      s, metrics = step(s, train.shard_batch({"image": batch["image"]}, devices), key)
+    results[n] = (jax.device_get(s), jax.device_get(metrics))
+  (s1, m1), (s4, m4) = results[1], results[4]
+  # Reduction order differs between 1 and 4 devices; Adam with b1 = 0 turns a rounding-level
+  # gradient difference on a near-zero gradient into a visible step difference, so the criterion
+  # is relative to how far training moved the parameters.
+  moved = _global_norm_diff(s1.params, jax.device_get(state.params))
+  assert moved > 1e-2
+  assert _global_norm_diff(s1.params, s4.params) < 1e-3 * moved
+  assert _max_abs_diff(s1.sn_state, s4.sn_state) < 1e-5
+  for k in ("loss", "rec_loss", "ebm_loss", "f_prior"):
+    np.testing.assert_allclose(m1[k], m4[k], rtol=1e-4, atol=1e-6)
+
+
+def test_draws_depend_on_the_global_example_index_not_the_device_split():
+  key = jax.random.PRNGKey(0)
+  whole = train.draw_step_randomness(key, 7, jnp.arange(8), latent_dim=3, n_steps=4)
+  half = train.draw_step_randomness(key, 7, jnp.arange(4, 8), latent_dim=3, n_steps=4)
+  np.testing.assert_array_equal(whole.eps[4:], half.eps)
+  np.testing.assert_array_equal(whole.langevin_noise[:, 4:], half.langevin_noise)
+  assert whole.langevin_noise.shape == (4, 8, 3)
+  other_step = train.draw_step_randomness(key, 8, jnp.arange(8), latent_dim=3, n_steps=4)
+  assert not np.allclose(whole.eps, other_step.eps)
+
+
+def test_gaussian_prior_trains_through_the_same_step(tiny_config):
+  tiny_config.prior.type = "gaussian"
+  model, state = _model_and_state(tiny_config)
+  assert model.prior is None and state.params["prior"] == {} and state.sn_state == {}
+  batch = input_pipeline.train_batch(input_pipeline.load_split(tiny_config.data, "train"), 20, 0, 0)
+  new_state, metrics = jax.jit(lambda s, b, k: train.train_step(model, s, b, k))(
+      state, {"image": batch["image"]}, jax.random.PRNGKey(0))
+  assert "ebm_loss" not in metrics and float(metrics["f_posterior"]) == 0.0
+  assert _max_abs_diff(new_state.params["generator"], state.params["generator"]) > 0
+
+
+def test_lr_decays_per_epoch_and_weight_decay_is_coupled(tiny_config):
+  tiny_config.optim.lr_decay = 0.5
+  model = train.create_model(tiny_config, steps_per_epoch=3)
+  sched = dict(model.schedules)
+  lr = tiny_config.optim.lr_generator
+  np.testing.assert_allclose([float(sched["generator"](s)) for s in (0, 2, 3, 6)],
+                             [lr, lr, lr / 2, lr / 4], rtol=1e-6)
+  # Coupled L2: with a zero gradient, Adam's first step moves w by lr * sign(decay * w).
+  params = {"encoder": {"w": jnp.array([2.0, -3.0])}, "generator": {"w": jnp.array([1.0])}}
+  opt = model.tx_gi.init(params)
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  updates, _ = model.tx_gi.update(zeros, opt, params)
+  np.testing.assert_allclose(updates["encoder"]["w"], [-lr, lr], rtol=1e-3)
+
+
+def _run(config, workdir):
+  state = train.train_and_evaluate(config, str(workdir))
+  return jax.device_get(state)
+
+
+def _tree_digest(path):
+  digest = hashlib.sha256()
+  for f in sorted(pathlib.Path(path).rglob("*")):
+    if f.is_file():
+      digest.update(str(f.relative_to(path)).encode())
+      digest.update(f.read_bytes())
+  return digest.hexdigest()
+
+
+def test_resume_continues_exactly_and_writes_outputs(tmp_path):
+  config = tiny_digits_config()
+  straight = _run(config, tmp_path / "straight")
+
+  half = tiny_digits_config()
+  half.train.num_steps = 3
+  _run(half, tmp_path / "resumed")
+  resumed = _run(config, tmp_path / "resumed")
+
+  assert int(straight.step) == int(resumed.step) == 6
+  assert _max_abs_diff(straight.params, resumed.params) == 0.0
+  assert _max_abs_diff(straight.opt_state_gi, resumed.opt_state_gi) == 0.0
+  assert _max_abs_diff(straight.sn_state, resumed.sn_state) == 0.0
+
+  workdir = tmp_path / "resumed"
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["3", "6"]
+  assert list(workdir.glob("events.out.tfevents.*"))
+  pngs = sorted(p.name for p in (workdir / "images").glob("*.png"))
+  # Each run writes images at its last step (3, then 6).
+  assert pngs == [f"{name}_0000000{t}.png" for name in ("hierarchical", "reconstructions", "samples")
+                  for t in (3, 6)], pngs
+
+
+def test_incompatible_checkpoint_fails_clearly_and_is_left_untouched(tmp_path):
+  config = tiny_digits_config()
+  config.train.num_steps = 3
+  _run(config, tmp_path)
+  before = _tree_digest(tmp_path / "checkpoints")
+
+  other = tiny_digits_config()
+  other.model.z_dims = (2, 2, 5)
+  with pytest.raises(checkpointing.IncompatibleCheckpointError, match=r"model\.z_dims"):
+    train.train_and_evaluate(other, str(tmp_path))
+  assert _tree_digest(tmp_path / "checkpoints") == before
+
+
+def test_divergence_guard_names_the_step_range():
+  pending = [(11, {"loss": jnp.float32(1.0), "ebm_loss": jnp.float32(0.1)}),
+             (12, {"loss": jnp.float32(np.nan), "ebm_loss": jnp.float32(0.1)}),
+             (13, {"loss": jnp.float32(1.0), "ebm_loss": jnp.float32(0.1)})]
+  with pytest.raises(train.DivergenceError, match=r"steps 11-13 \(first bad step 12\): loss"):
+    train._fetch_and_check(pending, 1e3)
+  exploding = [(5, {"loss": jnp.float32(1.0), "ebm_loss": jnp.float32(-2e3)})]
+  with pytest.raises(train.DivergenceError, match="max_abs_ebm_loss"):
+    train._fetch_and_check(exploding, 1e3)
+  assert train._fetch_and_check(exploding, 0.0)["ebm_loss"] == -2e3
+
+
+def test_batch_order_is_a_function_of_seed_and_step():
+  source = input_pipeline.load_digits("train", 16)
+  assert len(source) == 1497
+  a = input_pipeline.global_batch_indices(len(source), 100, seed=0, step=20)
+  np.testing.assert_array_equal(a, input_pipeline.global_batch_indices(len(source), 100, 0, 20))
+  assert not np.array_equal(a, input_pipeline.global_batch_indices(len(source), 100, 1, 20))
+  # One epoch visits distinct examples.
+  epoch = np.concatenate([input_pipeline.global_batch_indices(len(source), 100, 0, s)
+                          for s in range(14)])
+  assert len(np.unique(epoch)) == 1400
+  # Hosts' shares tile the global batch.
+  whole = input_pipeline.train_batch(source, 100, 0, 3)
+  parts = [input_pipeline.train_batch(source, 100, 0, 3, p, 4) for p in range(4)]
+  np.testing.assert_array_equal(np.concatenate([p["image"] for p in parts]), whole["image"])
+  assert whole["image"].shape == (100, 16, 16, 1)
+  assert whole["image"].min() >= -1.0 and whole["image"].max() <= 1.0
+  assert whole["image"].min() == -1.0 and whole["image"].max() > 0.9
+
+
+def test_digits_splits_are_disjoint_and_labelled():
+  train_split = input_pipeline.load_digits("train", 8)
+  test_split = input_pipeline.load_digits("test", 8)
+  assert len(train_split) + len(test_split) == 1797
+  flat = lambda s: {x.tobytes() for x in s.images}
+  assert len(flat(train_split) & flat(test_split)) < 5  # a few digits are pixel-identical
+  assert set(np.unique(test_split.labels)) == set(range(10))
+  with pytest.raises(ValueError, match="splits 'train' and 'test'"):
+    input_pipeline.load_digits("validation", 8)
+
+
+def test_missing_tfds_dataset_names_the_dataset(tiny_config, tmp_path):
+  tiny_config.data.name = "mnist"
+  tiny_config.data.data_dir = str(tmp_path)
+  with pytest.raises(FileNotFoundError, match="config.data.name='mnist'"):
+    input_pipeline.load_split(tiny_config.data, "train")
+
+
+def test_tfds_source_reads_mock_data(tiny_config):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  tiny_config.data.name = "mnist"
+  tiny_config.data.image_size = 28
+  with tfds.testing.mock_data(num_examples=12):
+    source = input_pipeline.load_split(tiny_config.data, "train")
+    input_pipeline.check_source(source, tiny_config.data)
+    batch = input_pipeline.train_batch(source, 4, 0, 0)
+  assert batch["image"].shape == (4, 28, 28, 1) and batch["image"].dtype == np.float32
+  assert -1.0 <= batch["image"].min() and batch["image"].max() <= 1.0
+  assert batch["label"].shape == (4,)
+
+
+def test_image_size_mismatch_is_reported_before_training(tiny_config):
+  source = input_pipeline.load_split(tiny_config.data, "train")
+  tiny_config.data.channels = 3
+  with pytest.raises(ValueError, match=r"\(16, 16, 1\).*\(16, 16, 3\)"):
+    input_pipeline.check_source(source, tiny_config.data)
+
+
+@pytest.mark.parametrize("override,field", [
+    ("--config.sampler.step_size=-0.1", "config.sampler.step_size"),
+    ("--config.model.merge=stack", "config.model.merge"),
+])
+def test_main_rejects_a_bad_config_before_compiling(tmp_path, override, field):
+  proc = subprocess.run(
+      [sys.executable, "main.py", "--config=configs/digits.py", f"--workdir={tmp_path}", override],
+      cwd=REPO, capture_output=True, text=True, timeout=300,
+      env={**os.environ, "JAX_NUM_CPU_DEVICES": "1"})
+  assert proc.returncode != 0
+  assert field in proc.stderr
+  assert not (tmp_path / "checkpoints").exists()

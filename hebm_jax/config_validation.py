@@ -86,9 +86,6 @@ def validate_config(config, num_devices: int | None = None) -> None:
   _positive(config, "train.num_steps", integer=True)
   _require(config.train.max_abs_ebm_loss >= 0, "train.max_abs_ebm_loss",
            f"must be non-negative (0 disables the guard), got {config.train.max_abs_ebm_loss!r}.")
-  if num_devices is not None:
-    _require(config.train.batch_size % num_devices == 0, "train.batch_size",
-             f"the global batch {config.train.batch_size} is not divisible by the {num_devices} devices.")
   _positive(config, "checkpoint.every_steps", integer=True)
   _positive(config, "checkpoint.max_to_keep", integer=True)
   _positive(config, "logging.log_every_steps", integer=True)
@@ -98,3 +95,9 @@ def validate_config(config, num_devices: int | None = None) -> None:
   _positive(config, "eval.batch_size", integer=True)
   _require(isinstance(config.eval.num_batches, int) and config.eval.num_batches >= 0,
            "eval.num_batches", f"must be a non-negative integer, got {config.eval.num_batches!r}.")
+  if num_devices is not None:
+    for field in ("train.batch_size", "eval.batch_size"):
+      section, name = field.split(".")
+      batch = config[section][name]
+      _require(batch % num_devices == 0, field,
+               f"the global batch {batch} is not divisible by the {num_devices} devices.")

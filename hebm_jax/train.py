@@ -380,8 +380,9 @@ def _write_images(writer, workdir: str, step: int, images: dict) -> None:
            "hierarchical": visualization.side_by_side(
                [visualization.make_grid(g) for g in images["hierarchical"]])}
   if jax.process_index() == 0:
+    scale = max(1, 48 // images["samples"].shape[1])
     for name, grid in grids.items():
-      visualization.save_png(grid, os.path.join(workdir, "images", f"{name}_{step:08d}.png"))
+      visualization.save_png(grid, os.path.join(workdir, "images", f"{name}_{step:08d}.png"), scale)
   writer.write_images(step, {k: v[None] for k, v in grids.items()})
 
 

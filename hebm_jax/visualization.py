@@ -33,10 +33,12 @@ def side_by_side(grids: list[np.ndarray], gap: int = 4) -> np.ndarray:
   return np.concatenate(parts, axis=1)
 
 
-def save_png(grid: np.ndarray, path: str) -> None:
-  """Writes a [0, 1] grid (H, W, C) as an 8-bit PNG (creating the folder)."""
+def save_png(grid: np.ndarray, path: str, scale: int = 1) -> None:
+  """Writes a [0, 1] grid (H, W, C) as an 8-bit PNG, each pixel repeated `scale` times."""
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   arr = (np.clip(grid, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+  if scale > 1:  # tiny images (8x8 to 32x32) are unreadable at their native size
+    arr = np.repeat(np.repeat(arr, scale, axis=0), scale, axis=1)
   if arr.shape[-1] == 1:
     arr = arr[..., 0]
   Image.fromarray(arr).save(path)

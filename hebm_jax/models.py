@@ -94,7 +94,13 @@ class _MaybeSNDense(nn.Module):
     dense = torch_dense(self.features, x.shape[-1], name="dense")
     if not self.spectral_norm:
       return dense(x)
-    return nn.SpectralNorm(dense, n_steps=1, epsilon=1e-12, name="sn")(x, update_stats=update_stats)
+    y = nn.SpectralNorm(dense, n_steps=1, epsilon=1e-12, name="sn")(x, update_stats=update_stats)
+    if self.is_initializing():
+      # flax's SpectralNorm writes W0 / sigma back into params at init; keep W0 itself (PyTorch's
+      # `weight_orig`), so that parameters have the reference's scale and Adam steps its size.
+      sigma = self.get_variable("batch_stats", "sn")["dense/kernel/sigma"]
+      dense.put_variable("params", "kernel", dense.get_variable("params", "kernel") * sigma)
+    return y
 
 
 class EnergyPrior(nn.Module):

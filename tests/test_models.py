@@ -2,7 +2,6 @@
 
 import re
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +13,21 @@ from hebm_jax import models
 
 def _count(tree):
   return int(sum(np.prod(np.shape(a)) for a in jax.tree_util.tree_leaves(tree)))
+
+
+def _filled(module, *args, seed=0):
+  """Variables of `module` with the init's shapes, filled with cheap numpy draws.
+
+  Avoids compiling the initialisers (threefry) for tests that only need shapes and some values.
+  """
+  shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), *args)
+  rng = np.random.default_rng(seed)
+
+  def fill(leaf):
+    fan_in = max(int(np.prod(leaf.shape[:-1])), 1)
+    return jnp.asarray(rng.normal(size=leaf.shape) / np.sqrt(fan_in), leaf.dtype)
+
+  return jax.tree_util.tree_map(fill, shapes)
 
 
 def _latents(key, z_dims, batch):
@@ -32,11 +46,13 @@ def hs():
   batch = 2
   x = jax.random.uniform(jax.random.PRNGKey(0), (batch, 32, 32, 3), minval=-1.0, maxval=1.0)
   zs = _latents(jax.random.PRNGKey(1), config.model.z_dims, batch)
-  enc_vars = encoder.init(jax.random.PRNGKey(2), x)
-  gen_vars = generator.init(jax.random.PRNGKey(3), zs)
+  # rbg keys: the same initialisers, but far cheaper to compile on CPU than threefry.
+  enc_vars = jax.jit(encoder.init)(jax.random.key(2, impl="rbg"), x)
+  gen_vars = jax.jit(generator.init)(jax.random.key(3, impl="rbg"), zs)
   prior_vars = prior.init(jax.random.PRNGKey(4), jnp.zeros((batch, sum(config.model.z_dims))))
   return dict(config=config, encoder=encoder, generator=generator, prior=prior, x=x, zs=zs,
-              enc_vars=enc_vars, gen_vars=gen_vars, prior_vars=prior_vars)
+              enc_vars=enc_vars, gen_vars=gen_vars, prior_vars=prior_vars,
+              enc_apply=jax.jit(encoder.apply), gen_apply=jax.jit(generator.apply))
 
 
 def test_hs_parameter_counts(hs):
@@ -49,16 +65,16 @@ def test_hs_parameter_counts(hs):
 
 
 def test_hs_output_shapes_and_range(hs):
-  images = hs["generator"].apply(hs["gen_vars"], hs["zs"])
+  images = hs["gen_apply"](hs["gen_vars"], hs["zs"])
   assert images.shape == (2, 32, 32, 3)
   assert bool(jnp.all(jnp.abs(images) <= 1.0))
   # Large latents push the tanh output to its bounds but never past them.
   big = [100.0 * z for z in hs["zs"]]
-  images = hs["generator"].apply(hs["gen_vars"], big)
+  images = hs["gen_apply"](hs["gen_vars"], big)
   assert bool(jnp.all(jnp.abs(images) <= 1.0))
   assert float(jnp.max(jnp.abs(images))) > 0.99
 
-  means, logvars = hs["encoder"].apply(hs["enc_vars"], hs["x"])
+  means, logvars = hs["enc_apply"](hs["enc_vars"], hs["x"])
   assert len(means) == len(logvars) == 4
   assert [m.shape for m in means] == [(2, 2), (2, 2), (2, 2), (2, 10)]
   assert [lv.shape for lv in logvars] == [(2, 2), (2, 2), (2, 2), (2, 10)]
@@ -112,8 +128,8 @@ def test_hs_encoder_ladders_are_independent(hs):
   head0["mean"] = {"kernel": params["head0"]["mean"]["kernel"] + 1.0,
                    "bias": params["head0"]["mean"]["bias"]}
   params["head0"] = head0
-  means0, _ = hs["encoder"].apply(hs["enc_vars"], hs["x"])
-  means1, _ = hs["encoder"].apply({"params": params}, hs["x"])
+  means0, _ = hs["enc_apply"](hs["enc_vars"], hs["x"])
+  means1, _ = hs["enc_apply"]({"params": params}, hs["x"])
   assert not np.allclose(means0[0], means1[0])
   for l in (1, 2, 3):
     np.testing.assert_array_equal(means0[l], means1[l])
@@ -169,14 +185,14 @@ def test_generic_shapes(merge, z_dims, channels, image_size, image_channels):
                                            image_size=image_size, image_channels=image_channels,
                                            merge=merge)
   zs = _latents(jax.random.PRNGKey(0), z_dims, batch)
-  gen_vars = generator.init(jax.random.PRNGKey(1), zs)
-  images = generator.apply(gen_vars, zs)
+  gen_vars = _filled(generator, zs)
+  images = jax.jit(generator.apply)(gen_vars, zs)
   assert images.shape == (batch, image_size, image_size, image_channels)
   assert bool(jnp.all(jnp.abs(images) <= 1.0))
 
   x = jnp.zeros((batch, image_size, image_size, image_channels))
-  enc_vars = encoder.init(jax.random.PRNGKey(2), x)
-  means, logvars = encoder.apply(enc_vars, x)
+  enc_vars = _filled(encoder, x)
+  means, logvars = jax.jit(encoder.apply)(enc_vars, x)
   assert [m.shape for m in means] == [(batch, d) for d in z_dims]
   assert [lv.shape for lv in logvars] == [(batch, d) for d in z_dims]
 
@@ -187,22 +203,23 @@ def test_every_latent_layer_affects_the_image():
     generator = models.HierarchicalGenerator(z_dims=z_dims, channels=channels, image_size=16,
                                              image_channels=1, merge=merge)
     zs = _latents(jax.random.PRNGKey(0), z_dims, 2)
-    gen_vars = generator.init(jax.random.PRNGKey(1), zs)
-    base = generator.apply(gen_vars, zs)
+    gen_vars = _filled(generator, zs)
+    apply = jax.jit(generator.apply)
+    base = apply(gen_vars, zs)
     for l in range(len(z_dims)):
       changed = list(zs)
       changed[l] = zs[l] + 1.0
-      assert not np.allclose(base, generator.apply(gen_vars, changed), atol=1e-6), (merge, l)
+      assert not np.allclose(base, apply(gen_vars, changed), atol=1e-6), (merge, l)
 
 
 def test_digits_config_shapes():
   config = digits.get_config()
   encoder, generator, prior = models.build_models(config)
   zs = _latents(jax.random.PRNGKey(0), config.model.z_dims, 2)
-  images = generator.apply(generator.init(jax.random.PRNGKey(1), zs), zs)
+  images = jax.jit(generator.apply)(_filled(generator, zs), zs)
   assert images.shape == (2, 16, 16, 1)
   x = jnp.zeros((2, 16, 16, 1))
-  means, _ = encoder.apply(encoder.init(jax.random.PRNGKey(2), x), x)
+  means, _ = jax.jit(encoder.apply)(_filled(encoder, x), x)
   assert [m.shape for m in means] == [(2, 2), (2, 2), (2, 6)]
   assert isinstance(prior, models.EnergyPrior) and prior.num_layers == 2
 
@@ -218,7 +235,7 @@ def test_unknown_merge_mode_raises():
                                            image_channels=1, merge="multiply")
   zs = _latents(jax.random.PRNGKey(0), (2, 2), 1)
   with pytest.raises(ValueError, match="'multiply'"):
-    generator.init(jax.random.PRNGKey(1), zs)
+    jax.eval_shape(generator.init, jax.random.PRNGKey(1), zs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -268,7 +285,7 @@ def test_conv_transpose_matches_pytorch(kernel, stride, size, expected_size):
 
   layer = models._conv_transpose(c_out, kernel, stride, "ct")
   x_nhwc = jnp.asarray(x.transpose(1, 2, 0)[None], jnp.float32)
-  variables = layer.init(jax.random.PRNGKey(0), x_nhwc)
+  variables = jax.eval_shape(layer.init, jax.random.PRNGKey(0), x_nhwc)
   assert variables["params"]["kernel"].shape == (kernel, kernel, c_out, c_in)
   assert set(variables["params"].keys()) == {"kernel"}
   kernel_ours = jnp.asarray(w_torch.transpose(2, 3, 1, 0), jnp.float32)
@@ -289,7 +306,7 @@ def test_conv_matches_pytorch(kernel, stride, size, expected_size):
 
   layer = models._conv(c_out, kernel, stride, "conv")
   x_nhwc = jnp.asarray(x.transpose(1, 2, 0)[None], jnp.float32)
-  variables = layer.init(jax.random.PRNGKey(0), x_nhwc)
+  variables = jax.eval_shape(layer.init, jax.random.PRNGKey(0), x_nhwc)
   assert variables["params"]["kernel"].shape == (kernel, kernel, c_in, c_out)
   assert set(variables["params"].keys()) == {"kernel"}
   kernel_ours = jnp.asarray(w_torch.transpose(2, 3, 1, 0), jnp.float32)
@@ -302,9 +319,9 @@ def test_conv_matches_pytorch(kernel, stride, size, expected_size):
 def test_down_and_up_sizes():
   x = jnp.ones((1, 16, 16, 3))
   down = models._conv(4, 4, 2, "d")
-  assert down.apply(down.init(jax.random.PRNGKey(0), x), x).shape == (1, 8, 8, 4)
+  assert down.apply(_filled(down, x), x).shape == (1, 8, 8, 4)
   up = models._conv_transpose(4, 4, 2, "u")
-  assert up.apply(up.init(jax.random.PRNGKey(0), x), x).shape == (1, 32, 32, 4)
+  assert up.apply(_filled(up, x), x).shape == (1, 32, 32, 4)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -314,7 +331,8 @@ def test_down_and_up_sizes():
 def test_dense_init_is_torch_default(hs):
   gen = hs["gen_vars"]["params"]
   enc = hs["enc_vars"]["params"]
-  layers = [gen["top_fc1"], gen["inject0"], gen["project2"], enc["ladder3_fc0"], enc["head0"]["mean"]]
+  layers = [gen["top_fc1"], gen["inject0"], gen["project2"], enc["ladder3_fc0"],
+            enc["head0"]["mean"]]
   for layer in layers:
     kernel, bias = np.asarray(layer["kernel"]), np.asarray(layer["bias"])
     bound = 1.0 / np.sqrt(kernel.shape[0])
@@ -374,9 +392,11 @@ def test_prior_init_is_torch_default_with_and_without_spectral_norm():
     sigma = float(sn_vars["batch_stats"][name]["sn"]["dense/kernel/sigma"])
     assert np.all(np.abs(kernel) <= bound + 1e-7), (
         f"{name}: stored spectral-norm kernel exceeds the PyTorch init bound {bound:.4f} "
-        f"(max |k| = {np.abs(kernel).max():.4f}); it looks like W0 / sigma with sigma = {sigma:.4f}")
+        f"(max |k| = {np.abs(kernel).max():.4f}); it looks like W0 / sigma, sigma = {sigma:.4f}")
     np.testing.assert_allclose(kernel, plain[name]["dense"]["kernel"], rtol=1e-5, atol=1e-7,
-                               err_msg=f"{name}: stored kernel is not the raw initial weight")
+                               err_msg=f"{name}: stored kernel is not the raw initial weight "
+                               f"W0 (flax SpectralNorm writes W0 / sigma back at init; "
+                               f"sigma = {sigma:.4f})")
 
 
 def _np_prior_forward(params, z, sigmas, negative_slope=0.2):
@@ -460,11 +480,15 @@ def test_prior_activations(activation, fn):
   assert f.shape == (3,)
   assert bool(jnp.all(jnp.isfinite(f)))
   p = variables["params"]
-  pre = np.asarray(z) @ np.asarray(p["fc1"]["dense"]["kernel"]) + np.asarray(p["fc1"]["dense"]["bias"])
+  dense = lambda name: (np.asarray(p[name]["dense"]["kernel"]),
+                        np.asarray(p[name]["dense"]["bias"]))
+  kernel, bias = dense("fc1")
+  pre = np.asarray(z) @ kernel + bias
   if fn is None:  # exact (erf) gelu
     from scipy.special import erf  # pylint: disable=g-import-not-at-top
     fn = lambda x: 0.5 * x * (1 + erf(x / np.sqrt(2)))
-  expected = fn(pre) @ np.asarray(p["out"]["dense"]["kernel"]) + np.asarray(p["out"]["dense"]["bias"])
+  kernel, bias = dense("out")
+  expected = fn(pre) @ kernel + bias
   np.testing.assert_allclose(np.asarray(f), expected[:, 0], rtol=1e-4, atol=1e-5)
 
 

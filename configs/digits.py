@@ -23,17 +23,17 @@ def get_config():
   config.sampler.n_steps = 30
   config.sampler.step_size = 0.4
 
-  config.optim.lr_prior = 2e-5
+  config.optim.lr_prior = 1e-4
   config.optim.lr_decay = 0.99
 
   config.train.batch_size = 100
-  config.train.num_steps = 3000
+  config.train.num_steps = 4000
 
   config.checkpoint.every_steps = 500
   config.checkpoint.max_to_keep = 3
   config.logging.log_every_steps = 100
-  config.logging.image_every_steps = 1000
+  config.logging.image_every_steps = 2000
   config.logging.num_images = 64
-  config.eval.every_steps = 1000
+  config.eval.every_steps = 2000
   config.eval.num_batches = 0
   return config

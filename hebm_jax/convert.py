@@ -11,8 +11,8 @@ Layouts (PyTorch -> ours):
   * `Linear.weight` (out, in) -> Dense `kernel` (in, out); biases unchanged.
   * `Conv2d.weight` (out, in, kh, kw) -> HWIO `kernel` (kh, kw, in, out).
   * `ConvTranspose2d.weight` (in, out, kh, kw) -> `kernel` (kh, kw, out, in) of our
-    `nn.ConvTranspose(transpose_kernel=True)`: the same axis permutation, no spatial flip (the golden
-    test checks this numerically).
+    `nn.ConvTranspose(transpose_kernel=True)`: the same axis permutation, no spatial flip (the
+    golden test checks this numerically).
   * PyTorch flattens conv maps and reshapes Linear outputs in (C, H, W) order, we in (H, W, C): the
     input rows of Linear layers that read a flattened map (encoder heads of layers l < L-1 and the
     first top-layer Linear) and the output units of Linear layers whose output becomes a map
@@ -35,7 +35,8 @@ top = L-1:
         latent{l}_act.0 -> inject{l}; gen{top-1}.0 -> project{top-1}; gen{top-1}.{3,5} -> up, conv;
         gen{l}.{0,2} -> up{l}, conv{l} for l < top-1.
   netG, 'concat' family (SVHN-FID): gen{top}.{0,2,4} -> top_fc0, top_fc1, top_out;
-        latent{l}_act.0 -> inject{l}; gen{l}.{0,2,4} -> merge{l}, up{l}, conv{l}; gen0.6 -> to_image.
+        latent{l}_act.0 -> inject{l}; gen{l}.{0,2,4} -> merge{l}, up{l}, conv{l};
+        gen0.6 -> to_image.
         `torch.cat([trunk, activated code], dim=1)` puts the trunk's channels first, as ours does.
   netE: energy.fc{i} (i = 1..num_layers) and energy.out, with `weight_orig`, `weight_u`,
         `weight_v`, `bias` under spectral norm, else `weight`, `bias`.
@@ -58,6 +59,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
+import sys
 from typing import Any, Mapping
 
 import jax
@@ -98,7 +101,8 @@ class LayerMapping:
 
 
 def layer_mappings(config) -> list[LayerMapping]:
-  """Every parameterised module of the configured model, with its PyTorch name (module docstring)."""
+  """Every parameterised module of the configured model with its PyTorch name (see the module
+  docstring for the naming pattern)."""
   m, p = config.model, config.prior
   num_layers = len(m.z_dims)
   top = num_layers - 1
@@ -271,6 +275,21 @@ def _torch_arrays(mapping: LayerMapping, abstract: dict) -> dict[str, tuple[int,
   return shapes
 
 
+def torch_state_dict_shapes(config) -> dict[str, dict[str, tuple[int, ...]]]:
+  """The state-dict keys and shapes the authors' PyTorch modules have for `config`'s model.
+
+  Returns:
+    {'netI': {key: shape}, 'netG': {...}} plus 'netE' for an EBM prior.
+  """
+  abstract, _ = abstract_variables(config)
+  out: dict[str, dict[str, tuple[int, ...]]] = {"netI": {}, "netG": {}}
+  if config.prior.type == "ebm":
+    out["netE"] = {}
+  for mapping in layer_mappings(config):
+    out[mapping.net].update(_torch_arrays(mapping, abstract))
+  return out
+
+
 def torch_to_params(state_dicts: Mapping[str, Mapping[str, Any]], config) -> tuple[dict, dict]:
   """The authors' PyTorch state dicts -> (params, sn_state) for `config`'s model.
 
@@ -297,23 +316,15 @@ def torch_to_params(state_dicts: Mapping[str, Mapping[str, Any]], config) -> tup
         f"config.prior.type={config.prior.type!r} has no energy prior, but the checkpoint has one "
         f"(netE.{next(iter(state_dicts['netE']))}, ...). Use prior.type='ebm' to convert it.")
   abstract, abstract_sn = abstract_variables(config)
-  remaining = {net: dict(state_dicts.get(net, {})) for net in NETS}
+  mappings = layer_mappings(config)
+  _check_keys(state_dicts, mappings, abstract)
   params: dict = {"encoder": {}, "generator": {}, "prior": {}}
   sn_state: dict = {}
 
-  for mapping in layer_mappings(config):
-    expected = _torch_arrays(mapping, abstract)
-    arrays = {}
-    for key, shape in expected.items():
-      full = f"{mapping.net}.{key}"
-      if key not in remaining[mapping.net]:
-        raise ConversionError(f"Missing key {full} (expected shape {shape}) in the checkpoint.")
-      value = np.asarray(remaining[mapping.net].pop(key), np.float32)
-      if value.shape != shape:
-        raise ConversionError(f"Key {full} has shape {value.shape}; the configured model needs "
-                              f"{shape}. Does the config match the checkpoint?")
-      arrays[key.rsplit(".", 1)[1]] = value
-
+  for mapping in mappings:
+    sd = state_dicts[mapping.net]
+    arrays = {key.rsplit(".", 1)[1]: np.asarray(sd[key], np.float32)
+              for key in _torch_arrays(mapping, abstract)}
     group = params[mapping.group]
     if mapping.kind == "linear":
       _set(group, mapping.path + ("kernel",),
@@ -329,19 +340,40 @@ def torch_to_params(state_dicts: Mapping[str, Mapping[str, Any]], config) -> tup
           "dense/kernel/u": u[None, :],
           "dense/kernel/sigma": np.asarray(np.dot(u, w @ v), np.float32)})  # torch's eval sigma
 
-  leftover = [f"{net}.{key}" for net in NETS for key in remaining[net]]
-  if leftover:
-    more = f" and {len(leftover) - 5} more" if len(leftover) > 5 else ""
-    raise ConversionError(f"Unexpected keys in the checkpoint: {', '.join(leftover[:5])}{more}. "
-                          "Does the config match the checkpoint?")
   _check_tree(params, abstract, "parameter")
   _check_tree(sn_state, abstract_sn, "spectral-norm state")
-  return params, sn_state
+  # Fresh C-ordered copies: never views of the caller's (possibly torch-owned, mutable) buffers.
+  copy = lambda a: np.array(a, np.float32, order="C")
+  return jax.tree.map(copy, params), jax.tree.map(copy, sn_state)
+
+
+def _check_keys(state_dicts: Mapping[str, Mapping[str, Any]], mappings: list[LayerMapping],
+                abstract: dict) -> None:
+  """Raises one `ConversionError` listing missing keys, wrong shapes and unexpected keys."""
+  expected = {}
+  for mapping in mappings:
+    expected.update({(mapping.net, k): v for k, v in _torch_arrays(mapping, abstract).items()})
+  given = {(net, k): np.shape(v) for net, sd in state_dicts.items() for k, v in sd.items()}
+  missing = [f"{net}.{k} (shape {shape})" for (net, k), shape in expected.items()
+             if (net, k) not in given]
+  wrong = [f"{net}.{k} has shape {given[net, k]}, the model needs {shape}"
+           for (net, k), shape in expected.items() if (net, k) in given and given[net, k] != shape]
+  unexpected = [f"{net}.{k}" for (net, k) in given if (net, k) not in expected]
+  problems = []
+  for title, items in (("Missing keys", missing), ("Wrong shapes", wrong),
+                       ("Unexpected keys", unexpected)):
+    if items:
+      more = f"; and {len(items) - 5} more" if len(items) > 5 else ""
+      problems.append(f"{title}: {'; '.join(items[:5])}{more}.")
+  if problems:
+    raise ConversionError("The checkpoint does not fit the configured model (does the config "
+                          "match it?).\n  " + "\n  ".join(problems))
 
 
 def _check_tree(tree: dict, abstract: dict, what: str) -> None:
   """Same structure and shapes (a guard against an incomplete mapping table)."""
-  flat = {jax.tree_util.keystr(p): np.shape(v) for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+  flat = {jax.tree_util.keystr(p): np.shape(v)
+          for p, v in jax.tree_util.tree_leaves_with_path(tree)}
   want = {jax.tree_util.keystr(p): tuple(v.shape)
           for p, v in jax.tree_util.tree_leaves_with_path(abstract)}
   for key in sorted(set(flat) | set(want)):
@@ -382,8 +414,8 @@ def params_to_torch(params: Mapping, sn_state: Mapping, config) -> dict[str, dic
     group = params[mapping.group]
     name, dest = mapping.torch_name, out[mapping.net]
     if mapping.kind == "linear":
-      dest[f"{name}.weight"] = _linear_to_torch(_get(group, mapping.path + ("kernel",), "parameter"),
-                                                mapping.in_chw, mapping.out_chw)
+      kernel = _get(group, mapping.path + ("kernel",), "parameter")
+      dest[f"{name}.weight"] = _linear_to_torch(kernel, mapping.in_chw, mapping.out_chw)
       dest[f"{name}.bias"] = _bias_to_torch(_get(group, mapping.path + ("bias",), "parameter"),
                                             mapping.out_chw)
     elif mapping.kind in ("conv", "conv_transpose"):
@@ -442,7 +474,8 @@ def _strip_module_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   return dict(state_dict)
 
 
-def load_torch_checkpoint(path: str, allow_pickle: bool = False) -> dict[str, dict[str, np.ndarray]]:
+def load_torch_checkpoint(path: str, allow_pickle: bool = False
+                          ) -> dict[str, dict[str, np.ndarray]]:
   """Reads an authors' `.pth` checkpoint (needs torch).
 
   Accepts the authors' format {'netI': state_dict, 'netG': ..., 'netE': ..., 'opt': ..., ...}, the
@@ -468,7 +501,17 @@ def load_torch_checkpoint(path: str, allow_pickle: bool = False) -> dict[str, di
         "use: `pip install torch` (the CPU build is enough), or export the state dicts to .npz on "
         "a machine that has torch, e.g. np.savez('ckpt.npz', **{f'{net}.{k}': v.numpy() for net "
         "in ('netI', 'netG', 'netE') for k, v in ckpt[net].items()}).") from e
-  obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+  try:
+    obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+  except TypeError as e:  # torch < 1.13 has no weights_only: it can only unpickle
+    if not allow_pickle:
+      raise ConversionError(f"This torch ({torch.__version__}) cannot load {path} safely "
+                            "(no weights_only); upgrade torch, or pass allow_pickle=True "
+                            "(--allow_pickle) for a file you trust.") from e
+    obj = torch.load(path, map_location="cpu")
+  except pickle.UnpicklingError as e:
+    raise ConversionError(f"torch.load(weights_only=True) refused {path} ({e}). For a file you "
+                          "trust, pass allow_pickle=True (--allow_pickle).") from e
   if not isinstance(obj, Mapping):
     raise ConversionError(f"{path} holds a {type(obj).__name__}, not a dict of state dicts.")
   nets = {}
@@ -528,9 +571,11 @@ def convert_checkpoint(checkpoint: str, config, workdir: str, step: int = 0, pre
   """Converts an authors' checkpoint into an hebm-jax checkpoint in `workdir`.
 
   The train state has the converted parameters and spectral-norm state, `step`, and fresh
-  optimiser states (the authors' Adam moments are not converted) whose learning-rate schedules
-  start at `step`. For the schedule, steps per epoch is `config.optim.steps_per_epoch`, or 1 when
-  it is 0 (it is not stored in the checkpoint; training computes its own from the dataset).
+  optimiser states (the authors' Adam moments are not converted) whose learning-rate schedule
+  counts start at `step`, so a resumed run continues the per-epoch decay. `train.create_model`
+  needs a number of steps per epoch: `config.optim.steps_per_epoch`, or 1 when it is 0. It only
+  shapes the schedule functions, which are not saved, so the written checkpoint does not depend
+  on it; a resumed run derives its own from the dataset.
 
   Args:
     checkpoint: a `.pth` (needs torch) or `.npz` file (see `load_checkpoint`).
@@ -592,8 +637,12 @@ def _main() -> None:
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    where = convert_checkpoint(FLAGS.checkpoint, FLAGS.config, FLAGS.workdir, FLAGS.step,
-                               FLAGS.prefix, FLAGS.allow_pickle)
+    from hebm_jax.config_validation import ConfigError
+    try:
+      where = convert_checkpoint(FLAGS.checkpoint, FLAGS.config, FLAGS.workdir, FLAGS.step,
+                                 FLAGS.prefix, FLAGS.allow_pickle)
+    except (ConversionError, ConfigError, FileExistsError, FileNotFoundError, ImportError) as e:
+      sys.exit(f"Conversion failed: {e}")  # the user's input, not a bug: no traceback
     logging.info("Wrote %s", where)
     print(f"Converted {FLAGS.checkpoint} -> {where}")
 

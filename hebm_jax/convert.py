@@ -550,22 +550,6 @@ def load_checkpoint(path: str, prefix: str = "", allow_pickle: bool = False
 # ------------------------------------------------------------------------------------------------
 
 
-def _schedules_at(opt_state: Any, step: int) -> Any:
-  """Sets the step count of every learning-rate schedule state to `step`.
-
-  optax's schedules count their own updates; a fresh state would restart the per-epoch decay at
-  epoch 0. Adam's own count stays 0: its moments are fresh, so its bias correction must be too.
-  """
-  import optax  # pylint: disable=g-import-not-at-top
-
-  def fix(node):
-    if isinstance(node, optax.ScaleByScheduleState):
-      return node._replace(count=jnp.asarray(step, node.count.dtype))
-    return node
-
-  return jax.tree.map(fix, opt_state, is_leaf=lambda n: isinstance(n, optax.ScaleByScheduleState))
-
-
 def convert_checkpoint(checkpoint: str, config, workdir: str, step: int = 0, prefix: str = "",
                        allow_pickle: bool = False) -> str:
   """Converts an authors' checkpoint into an hebm-jax checkpoint in `workdir`.
@@ -609,8 +593,6 @@ def convert_checkpoint(checkpoint: str, config, workdir: str, step: int = 0, pre
   model = train.create_model(config, config.optim.steps_per_epoch or 1)
   state = train.state_from_params(model, jax.tree.map(jnp.asarray, params),
                                   jax.tree.map(jnp.asarray, sn_state), step)
-  state = state.replace(opt_state_gi=_schedules_at(state.opt_state_gi, step),
-                        opt_state_prior=_schedules_at(state.opt_state_prior, step))
   manager = checkpointing.make_manager(workdir, config.checkpoint.max_to_keep)
   checkpointing.save(manager, step, state, config)
   manager.wait_until_finished()

@@ -141,12 +141,28 @@ def create_train_state(model: HEBM, key: Array, image_shape: Sequence[int]) -> T
   return state_from_params(model, params, sn_state)
 
 
+def _schedules_at(opt_state: Any, step: int) -> Any:
+  """Sets the count of every learning-rate schedule state in `opt_state` to `step`.
+
+  optax schedules count their own updates, so fresh optimiser states would restart the per-epoch
+  decay at epoch 0. Adam's count stays 0: its moments are fresh, so its bias correction must be.
+  """
+  is_sched = lambda n: isinstance(n, optax.ScaleByScheduleState)
+  return jax.tree.map(
+      lambda n: n._replace(count=jnp.asarray(step, n.count.dtype)) if is_sched(n) else n,
+      opt_state, is_leaf=is_sched)
+
+
 def state_from_params(model: HEBM, params: dict, sn_state: dict, step: int = 0) -> TrainState:
-  """Wraps given parameters (e.g. converted ones) in a train state with fresh optimiser states."""
+  """Wraps given parameters (e.g. converted ones) in a train state at `step`.
+
+  Optimiser states are fresh (zero Adam moments) with learning-rate schedules positioned at
+  `step`, so the per-epoch decay continues where the parameters left off.
+  """
   gi = {"encoder": params["encoder"], "generator": params["generator"]}
   return TrainState(step=jnp.asarray(step, jnp.int32), params=params, sn_state=sn_state,
-                    opt_state_gi=model.tx_gi.init(gi),
-                    opt_state_prior=model.tx_prior.init(params["prior"]))
+                    opt_state_gi=_schedules_at(model.tx_gi.init(gi), step),
+                    opt_state_prior=_schedules_at(model.tx_prior.init(params["prior"]), step))
 
 
 def draw_step_randomness(key: Array, step: Array, example_ids: Array, latent_dim: int,

@@ -3,16 +3,19 @@
 Reimplements Cui, Wu & Han, "Learning Hierarchical Features with Joint Latent Space Energy-Based
 Prior", ICCV 2023. Modules:
   models      EnergyPrior, HierarchicalEncoder, HierarchicalGenerator
-  sampler     langevin, langevin_with_state, sample_prior, hierarchical_sampling
+  sampler     langevin, langevin_with_state, sample_prior, sample_joint_prior,
+              hierarchical_sampling
   objectives  the reference's losses (single-sample KL, reconstruction, EBM contrastive loss)
   train       TrainState, train_step, train_and_evaluate
 """
 
 from hebm_jax import models, objectives, sampler
 from hebm_jax.models import EnergyPrior, HierarchicalEncoder, HierarchicalGenerator
-from hebm_jax.sampler import langevin, langevin_with_state, sample_prior
+from hebm_jax.sampler import (hierarchical_sampling, langevin, langevin_with_state, sample_joint_prior,
+                              sample_prior)
 
 __version__ = "0.1.0"
 
 __all__ = ["models", "objectives", "sampler", "EnergyPrior", "HierarchicalEncoder",
-           "HierarchicalGenerator", "langevin", "langevin_with_state", "sample_prior"]
+           "HierarchicalGenerator", "hierarchical_sampling", "langevin", "langevin_with_state",
+           "sample_joint_prior", "sample_prior"]

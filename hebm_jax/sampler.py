@@ -186,15 +186,34 @@ def hierarchical_sampling(generator, gen_params: Any, zs: Sequence[Array]) -> Ar
                     for l in range(len(zs))])
 
 
+def sample_joint_prior(prior, params: Any, sn_state: Any, key: Array, batch_size: int,
+                       z_dims: Sequence[int], n_steps: int, step_size: float):
+  """Per-layer samples of the joint EBM prior: N(0, I) noise, then K Langevin steps (Eq. 14).
+
+  Args:
+    prior: `EnergyPrior`, or None for the Gaussian prior (exact N(0, I) samples).
+    params, sn_state: the prior's parameters and spectral-norm state.
+    key: PRNG key (split into the initial noise and the chain's noise).
+    batch_size: B.
+    z_dims: latent size per layer, bottom first.
+    n_steps, step_size: K and s (config.sampler).
+
+  Returns:
+    (list of L arrays (B, d_l), new sn_state).
+  """
+  k_init, k_chain = jax.random.split(key)
+  z0 = jax.random.normal(k_init, (batch_size, sum(z_dims)))
+  z, sn_state = sample_prior(prior, params, sn_state, z0, k_chain, n_steps, step_size)
+  return models.split_latents(z, z_dims), sn_state
+
+
 def generate(generator, gen_params: Any, prior, prior_params: Any, sn_state: Any, key: Array,
              batch_size: int, z_dims: Sequence[int], n_steps: int, step_size: float):
-  """Samples x = g(z), z from the short-run joint prior chain.
+  """Samples x = g(z), z from the short-run joint prior chain (`sample_joint_prior`).
 
   Returns:
     (images (B, H, W, C) in [-1, 1], list of L latents (B, d_l), new sn_state).
   """
-  k0, k1 = jax.random.split(key)
-  z0 = jax.random.normal(k0, (batch_size, sum(z_dims)))
-  z, sn_state = sample_prior(prior, prior_params, sn_state, z0, k1, n_steps, step_size)
-  zs = models.split_latents(z, z_dims)
+  zs, sn_state = sample_joint_prior(prior, prior_params, sn_state, key, batch_size, z_dims,
+                                    n_steps, step_size)
   return generator.apply({"params": gen_params}, zs), zs, sn_state

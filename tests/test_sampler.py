@@ -309,3 +309,21 @@ def test_generate_shapes(small_prior):
   assert images.shape == (3, 8, 8, 1)
   assert [z.shape for z in latents] == [(3, 2), (3, 3)]
   assert not np.allclose(_u(state)["fc1"], _u(sn_state)["fc1"])
+
+
+def test_sample_joint_prior_returns_per_layer_latents_of_the_chain(small_prior):
+  prior, params, state = small_prior
+  z_dims = (2, 3)
+  key = jax.random.PRNGKey(7)
+  zs, sn_state = sampler.sample_joint_prior(prior, params, state, key, 5, z_dims, 4, 0.3)
+  assert [z.shape for z in zs] == [(5, d) for d in z_dims]
+  # The same chain, spelled out: the key splits into the initial noise and the chain's key.
+  k_init, k_chain = jax.random.split(key)
+  z0 = jax.random.normal(k_init, (5, sum(z_dims)))
+  z, expected_state = sampler.sample_prior(prior, params, state, z0, k_chain, 4, 0.3)
+  np.testing.assert_allclose(models.concat_latents(zs), z, rtol=1e-6, atol=1e-6)
+  assert not np.allclose(z, z0)
+  jax.tree.map(np.testing.assert_array_equal, sn_state, expected_state)
+  # The Gaussian prior returns the initial noise itself.
+  zs_gauss, _ = sampler.sample_joint_prior(None, {}, {}, key, 5, z_dims, 4, 0.3)
+  np.testing.assert_array_equal(models.concat_latents(zs_gauss), z0)

@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 # Fields that fix the shapes of the saved arrays; everything else (sampler, optimiser rates,
@@ -54,6 +55,12 @@ def architecture_differences(saved: dict, config: ml_collections.ConfigDict) -> 
   return diffs
 
 
+def local_replicated_sharding() -> jax.sharding.NamedSharding:
+  """A full copy on every device of this process: how pmap's unreplicated outputs are laid out."""
+  return jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(jax.local_devices()), ("batch",)),
+                                    jax.sharding.PartitionSpec())
+
+
 def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), "checkpoints")
 
@@ -71,6 +78,11 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any,
   """Saves (asynchronously, atomically) the state and its config at `step`; no-op if it exists."""
   if step in manager.all_steps():
     return False
+  # pmap returns host-local arrays, which orbax cannot write from several processes; as global,
+  # fully replicated arrays one copy is written however many hosts there are. Replicating over
+  # the local devices first also admits states built on one device or in numpy.
+  state = jax.tree.map(ocp.utils.fully_replicated_host_local_array_to_global_array,
+                       jax.device_put(state, local_replicated_sharding()))
   return manager.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config_to_dict(config))),
       force=True)
@@ -87,12 +99,12 @@ def restore(manager: ocp.CheckpointManager, target: Any, config: ml_collections.
 
   Args:
     manager: from `make_manager`.
-    target: a state (or its `jax.eval_shape`) giving the structure, shapes and shardings.
+    target: a state (or its `jax.eval_shape`) giving the structure, shapes and dtypes.
     config: the current config, checked against the checkpoint's before any array is read.
     step: the step to restore; None for the latest.
 
   Returns:
-    (restored state, step), or (target, None) when there is no checkpoint.
+    (restored state with numpy leaves, step), or (target, None) when there is no checkpoint.
 
   Raises:
     IncompatibleCheckpointError: the checkpoint was written for another architecture.
@@ -113,7 +125,8 @@ def restore(manager: ocp.CheckpointManager, target: Any, config: ml_collections.
         f"Checkpoint {where} was written for a different model and cannot be resumed:\n  "
         + "\n  ".join(diffs) + "\nUse another --workdir or the matching config; the checkpoint "
         "was left untouched.")
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+  # Restored as host numpy arrays on every process; the caller places them on its devices.
+  abstract = jax.tree.map(lambda x: np.zeros(np.shape(x), x.dtype), jax.eval_shape(lambda: target))
   try:
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract)))["state"]

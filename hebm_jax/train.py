@@ -432,9 +432,8 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   state, restored_step = checkpointing.restore(manager, state, config)
   if restored_step is not None:
     logging.info("Resumed from %s at step %d.", manager.directory, restored_step)
-  replicated = jax.sharding.NamedSharding(
-      jax.sharding.Mesh(np.asarray(jax.local_devices()), (AXIS,)), jax.sharding.PartitionSpec())
-  state = jax.device_put(state, replicated)  # committed up front, so the step compiles once
+  # Committed up front, so the step compiles once (not again when its outputs come back).
+  state = jax.device_put(state, checkpointing.local_replicated_sharding())
 
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   if restored_step is None:

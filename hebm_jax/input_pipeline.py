@@ -142,13 +142,21 @@ def check_source(source: Source, data_config) -> None:
                      f"but config.data.image_size/channels ask for {expected}.")
 
 
+def steps_per_epoch(num_examples: int, batch_size: int, field: str = "train.batch_size") -> int:
+  """Full global batches per epoch (the last partial batch is dropped); raises if there are none.
+
+  `field` names the config entry the batch size came from, for the error message.
+  """
+  steps = num_examples // batch_size
+  if steps == 0:
+    raise ValueError(f"config.{field}={batch_size} is larger than the {num_examples} examples "
+                     "of its split.")
+  return steps
+
+
 def global_batch_indices(num_examples: int, batch_size: int, seed: int, step: int) -> np.ndarray:
   """Indices of the global batch at `step`: (batch_size,) int64."""
-  steps_per_epoch = num_examples // batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f"config.train.batch_size={batch_size} is larger than the {num_examples} "
-                     "training examples.")
-  epoch, within = divmod(int(step), steps_per_epoch)
+  epoch, within = divmod(int(step), steps_per_epoch(num_examples, batch_size))
   perm = np.random.default_rng([seed, epoch]).permutation(num_examples)
   return perm[within * batch_size:(within + 1) * batch_size]
 

@@ -381,8 +381,6 @@ def evaluate(model: HEBM, p_eval_step, state: TrainState, source, config) -> dic
                                            jax.process_index(), jax.process_count()):
     out = jax.device_get(p_eval_step(state, shard_batch(batch)))
     totals = out if totals is None else jax.tree.map(np.add, totals, out)
-  if totals is None:
-    raise ValueError(f"config.eval.batch_size={config.eval.batch_size} is larger than the eval split.")
   count = totals.pop("count")
   result = {k: float(v / count) for k, v in totals.items()}
   result["kl"] = sum(v for k, v in result.items() if k.startswith("kl/"))
@@ -412,16 +410,14 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   from clu import metric_writers, periodic_actions  # pylint: disable=g-import-not-at-top
 
   validate_config(config, jax.device_count())
-  per_host = config.train.batch_size // jax.process_count()
 
   train_source = input_pipeline.load_split(config.data, config.data.train_split)
   eval_source = input_pipeline.load_split(config.data, config.data.eval_split)
   for source in (train_source, eval_source):
     input_pipeline.check_source(source, config.data)
-  steps_per_epoch = config.optim.steps_per_epoch or len(train_source) // config.train.batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f"config.train.batch_size={config.train.batch_size} is larger than the "
-                     f"{len(train_source)} training examples.")
+  steps_per_epoch = input_pipeline.steps_per_epoch(len(train_source), config.train.batch_size)
+  input_pipeline.steps_per_epoch(len(eval_source), config.eval.batch_size, "eval.batch_size")
+  steps_per_epoch = config.optim.steps_per_epoch or steps_per_epoch
   model = create_model(config, steps_per_epoch)
   image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
 
@@ -437,7 +433,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
 
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   if restored_step is None:
-    writer.write_hparams({k: v for k, v in _flatten(checkpointing.config_to_dict(config)).items()})
+    writer.write_hparams(_flatten(checkpointing.config_to_dict(config)))
   p_train_step = make_p_train_step(model)
   p_eval_step = make_p_eval_step(model)
   summaries = jax.jit(functools.partial(image_summaries, model, num=config.logging.num_images))
@@ -454,7 +450,6 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   while step < num_steps:
     batch = input_pipeline.train_batch(train_source, config.train.batch_size, config.seed, step,
                                        jax.process_index(), jax.process_count())
-    assert batch["image"].shape[0] == per_host
     state, metrics = p_train_step(state, shard_batch(batch), train_key)
     step += 1
     pending.append((step, metrics))

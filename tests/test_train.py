@@ -259,3 +259,16 @@ def test_state_from_params_positions_the_lr_schedule_at_step(tiny_config):
   np.testing.assert_allclose(metrics["lr/generator"], tiny_config.optim.lr_generator / 4, rtol=1e-6)
   counts = [leaf for leaf in jax.tree.leaves(state.opt_state_gi) if leaf.ndim == 0]
   assert sorted(int(c) for c in counts) == [0, 4, 4]  # Adam restarts; both schedules at step 4
+
+
+def test_a_batch_larger_than_the_split_is_refused_before_training(tmp_path):
+  config = tiny_digits_config()
+  config.train.batch_size = 2000
+  config.eval.batch_size = 20
+  with pytest.raises(ValueError, match=r"config\.train\.batch_size=2000 is larger than the 1497"):
+    train.train_and_evaluate(config, str(tmp_path))
+  config.train.batch_size = 20
+  config.eval.batch_size = 400
+  with pytest.raises(ValueError, match=r"config\.eval\.batch_size=400 is larger than the 300"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / "checkpoints").exists()

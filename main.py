@@ -35,13 +35,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  # TensorFlow is only a helper here (clu's writers, tfds); keep it off the accelerators.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], "GPU")
-  tf.config.set_visible_devices([], "TPU") if tf.config.list_physical_devices("TPU") else None
-
   import jax  # pylint: disable=g-import-not-at-top
   from hebm_jax import train  # pylint: disable=g-import-not-at-top
+
+  train.hide_accelerators_from_tensorflow()  # before tfds or clu can touch a device
   from hebm_jax.config_validation import validate_config  # pylint: disable=g-import-not-at-top
 
   validate_config(FLAGS.config)  # before any device work or compilation

@@ -400,6 +400,20 @@ def _write_images(writer, workdir: str, step: int, images: dict) -> None:
   writer.write_images(step, {k: v[None] for k, v in grids.items()})
 
 
+def hide_accelerators_from_tensorflow() -> None:
+  """Keeps TensorFlow (used only by clu's writers and tfds) off GPUs and TPUs, which JAX owns.
+
+  Must run before TensorFlow touches a device; later calls log a warning and change nothing.
+  """
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    for kind in ("GPU", "TPU"):
+      if tf.config.list_physical_devices(kind):
+        tf.config.set_visible_devices([], kind)
+  except RuntimeError as e:  # TensorFlow already initialised its devices.
+    logging.warning("Could not hide accelerators from TensorFlow: %s", e)
+
+
 def train_and_evaluate(config, workdir: str) -> TrainState:
   """Trains (resuming from `workdir` if it holds a checkpoint), logs, checkpoints and evaluates.
 
@@ -407,6 +421,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   `images/*.png` grids. Returns the final train state.
   """
   # clu's writers import TensorFlow; keep that cost out of `import hebm_jax.train`.
+  hide_accelerators_from_tensorflow()
   from clu import metric_writers, periodic_actions  # pylint: disable=g-import-not-at-top
 
   validate_config(config, jax.device_count())

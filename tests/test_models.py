@@ -274,40 +274,29 @@ def _np_conv_torch(x, w, stride, padding):
   return out
 
 
-@pytest.mark.parametrize("kernel,stride,size,expected_size", [(4, 2, 5, 10), (3, 1, 5, 5)])
-def test_conv_transpose_matches_pytorch(kernel, stride, size, expected_size):
+# (kind, kernel, stride, input size, PyTorch output size with padding 1)
+_CONV_CASES = [("conv_transpose", 4, 2, 5, 10), ("conv_transpose", 3, 1, 5, 5),
+               ("conv", 4, 2, 6, 3), ("conv", 3, 1, 5, 5)]
+
+
+@pytest.mark.parametrize("kind,kernel,stride,size,expected_size", _CONV_CASES)
+def test_conv_layers_match_pytorch(kind, kernel, stride, size, expected_size):
   rng = np.random.default_rng(0)
   c_in, c_out = 3, 2
   x = rng.normal(size=(c_in, size, size))
-  w_torch = rng.normal(size=(c_in, c_out, kernel, kernel))
-  expected = _np_conv_transpose_torch(x, w_torch, stride, 1)
+  if kind == "conv":  # PyTorch weight layouts: Conv2d (out, in, k, k), ConvTranspose2d (in, out, k, k)
+    w_torch = rng.normal(size=(c_out, c_in, kernel, kernel))
+    expected = _np_conv_torch(x, w_torch, stride, 1)
+    layer, kernel_shape = models._conv(c_out, kernel, stride, "conv"), (kernel, kernel, c_in, c_out)
+  else:
+    w_torch = rng.normal(size=(c_in, c_out, kernel, kernel))
+    expected = _np_conv_transpose_torch(x, w_torch, stride, 1)
+    layer, kernel_shape = models._conv_transpose(c_out, kernel, stride, "ct"), (kernel, kernel, c_out, c_in)
   assert expected.shape == (c_out, expected_size, expected_size)
 
-  layer = models._conv_transpose(c_out, kernel, stride, "ct")
   x_nhwc = jnp.asarray(x.transpose(1, 2, 0)[None], jnp.float32)
   variables = jax.eval_shape(layer.init, jax.random.PRNGKey(0), x_nhwc)
-  assert variables["params"]["kernel"].shape == (kernel, kernel, c_out, c_in)
-  assert set(variables["params"].keys()) == {"kernel"}
-  kernel_ours = jnp.asarray(w_torch.transpose(2, 3, 1, 0), jnp.float32)
-  out = layer.apply({"params": {"kernel": kernel_ours}}, x_nhwc)
-  assert out.shape == (1, expected_size, expected_size, c_out)
-  np.testing.assert_allclose(np.asarray(out[0]).transpose(2, 0, 1), expected, rtol=1e-4,
-                             atol=1e-4)
-
-
-@pytest.mark.parametrize("kernel,stride,size,expected_size", [(4, 2, 6, 3), (3, 1, 5, 5)])
-def test_conv_matches_pytorch(kernel, stride, size, expected_size):
-  rng = np.random.default_rng(1)
-  c_in, c_out = 3, 2
-  x = rng.normal(size=(c_in, size, size))
-  w_torch = rng.normal(size=(c_out, c_in, kernel, kernel))
-  expected = _np_conv_torch(x, w_torch, stride, 1)
-  assert expected.shape == (c_out, expected_size, expected_size)
-
-  layer = models._conv(c_out, kernel, stride, "conv")
-  x_nhwc = jnp.asarray(x.transpose(1, 2, 0)[None], jnp.float32)
-  variables = jax.eval_shape(layer.init, jax.random.PRNGKey(0), x_nhwc)
-  assert variables["params"]["kernel"].shape == (kernel, kernel, c_in, c_out)
+  assert variables["params"]["kernel"].shape == kernel_shape
   assert set(variables["params"].keys()) == {"kernel"}
   kernel_ours = jnp.asarray(w_torch.transpose(2, 3, 1, 0), jnp.float32)
   out = layer.apply({"params": {"kernel": kernel_ours}}, x_nhwc)

@@ -37,8 +37,6 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   import jax  # pylint: disable=g-import-not-at-top
   from hebm_jax import train  # pylint: disable=g-import-not-at-top
-
-  train.hide_accelerators_from_tensorflow()  # before tfds or clu can touch a device
   from hebm_jax.config_validation import validate_config  # pylint: disable=g-import-not-at-top
 
   validate_config(FLAGS.config)  # before any device work or compilation

@@ -15,6 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 # Fields that fix the shapes of the saved arrays; everything else (sampler, optimiser rates,
 # schedule lengths, logging) may change between a run and its resumption.
@@ -59,6 +60,21 @@ def local_replicated_sharding() -> jax.sharding.NamedSharding:
   """A full copy on every device of this process: how pmap's unreplicated outputs are laid out."""
   return jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(jax.local_devices()), ("batch",)),
                                     jax.sharding.PartitionSpec())
+
+
+def ensure_workdir(workdir: str) -> None:
+  """Creates `workdir` (and its parents) if needed; a clear error if it cannot be a directory.
+
+  Raises:
+    ValueError: naming --workdir, when it is a file, lies under one, or cannot be created.
+  """
+  path = epath.Path(workdir)  # also takes gs:// and other paths orbax can write to
+  if path.exists() and not path.is_dir():
+    raise ValueError(f"--workdir={workdir} is a file, not a directory.")
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise ValueError(f"--workdir={workdir} cannot be created: {e.strerror or e}.") from e
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -132,6 +148,8 @@ def restore(manager: ocp.CheckpointManager, target: Any, config: ml_collections.
         state=ocp.args.StandardRestore(abstract)))["state"]
   except Exception as e:
     raise IncompatibleCheckpointError(
-        f"Checkpoint {where} does not fit the configured train state ({type(e).__name__}: {e}). "
-        "The checkpoint was left untouched.") from e
+        f"Checkpoint {where} could not be read into the configured train state "
+        f"({type(e).__name__}: {e}): it is damaged or was written by another version of hebm-jax. "
+        f"It was left untouched; the work directory holds steps {list(manager.all_steps())}. "
+        "Move it aside to resume from an earlier one, or use another --workdir.") from e
   return restored, step

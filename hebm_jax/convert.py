@@ -43,7 +43,8 @@ top = L-1:
 
 The FID names come from `train_fid.py` (commit c4d9d4982ed2) and `sandbox-FIDScore.py`, which loads
 such checkpoints with `strict=True`; no FID checkpoint or golden numbers were available, so the FID
-mapping is tested by shapes and round trip only. Configs other than the authors' two are mapped by
+mapping is tested by names and shapes, by an exact round trip, and (with torch installed)
+numerically against a reduced-width PyTorch model of that layout. Configs other than the authors' two are mapped by
 the same naming pattern (layer counts and widths generalised).
 
 Reading checkpoints: `load_checkpoint` reads `.pth` files through torch (only needed for that) and

@@ -425,6 +425,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   from clu import metric_writers, periodic_actions  # pylint: disable=g-import-not-at-top
 
   validate_config(config, jax.device_count())
+  checkpointing.ensure_workdir(workdir)
 
   train_source = input_pipeline.load_split(config.data, config.data.train_split)
   eval_source = input_pipeline.load_split(config.data, config.data.eval_split)

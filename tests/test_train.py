@@ -165,6 +165,30 @@ def test_incompatible_checkpoint_fails_clearly_and_is_left_untouched(tmp_path):
   assert _tree_digest(tmp_path / "checkpoints") == before
 
 
+def test_a_workdir_that_is_a_file_is_refused_and_left_alone(tmp_path):
+  afile = tmp_path / "notes.txt"
+  afile.write_text("keep me")
+  with pytest.raises(ValueError, match=r"--workdir=.*notes\.txt is a file, not a directory"):
+    train.train_and_evaluate(tiny_digits_config(), str(afile))
+  with pytest.raises(ValueError, match=r"--workdir=.*notes\.txt/run cannot be created"):
+    train.train_and_evaluate(tiny_digits_config(), str(afile / "run"))
+  assert afile.read_text() == "keep me"
+
+
+def test_a_damaged_checkpoint_is_named_with_the_steps_to_fall_back_to(tmp_path):
+  config = tiny_digits_config()
+  config.train.num_steps = 2
+  config.checkpoint.every_steps = 1
+  _run(config, tmp_path)
+  (tmp_path / "checkpoints" / "2" / "state" / "_METADATA").write_text("damaged")
+  before = _tree_digest(tmp_path / "checkpoints")
+  config.train.num_steps = 3
+  with pytest.raises(checkpointing.IncompatibleCheckpointError,
+                     match=r"checkpoints/2 could not be read(.|\n)*damaged(.|\n)*steps \[1, 2\]"):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert _tree_digest(tmp_path / "checkpoints") == before
+
+
 def test_divergence_guard_names_the_step_range():
   pending = [(11, {"loss": jnp.float32(1.0), "ebm_loss": jnp.float32(0.1)}),
              (12, {"loss": jnp.float32(np.nan), "ebm_loss": jnp.float32(0.1)}),

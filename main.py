@@ -1,14 +1,23 @@
-"""hebm-jax entry point: `python main.py --config=configs/digits.py --workdir=runs/digits`."""
+"""hebm-jax entry point: `python main.py --config=configs/digits.py --workdir=runs/digits`.
+
+Modes: `train` (default; resumes from the workdir's latest checkpoint) and `summary` (parameter
+table per network and input shapes, written to `<workdir>/summary.json`; trains nothing).
+"""
 
 import logging as logging_std
 import os
+
+# TensorFlow (imported by clu's TensorBoard writer) prints C++ INFO lines at import otherwise.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and images.")
-flags.DEFINE_enum("mode", "train", ["train"], "What to run.")
+flags.DEFINE_enum("mode", "train", ["train", "summary"],
+                  "train: train and evaluate; summary: print the parameter table and input "
+                  "shapes and write <workdir>/summary.json, without training.")
 flags.DEFINE_bool("distributed", None, "Call jax.distributed.initialize(); default: when the "
                   "environment describes a multi-process job (JAX_COORDINATOR_ADDRESS, SLURM, "
                   "Open MPI, or a TPU pod).")
@@ -24,10 +33,10 @@ def _multi_process_env() -> bool:
 
 
 class _QuietLibraries(logging_std.Filter):
-  """Drops INFO chatter of orbax (a dozen lines per checkpoint) and absl's own; keeps warnings."""
+  """Drops INFO chatter of orbax (a dozen lines per checkpoint), TensorFlow and clu; keeps warnings."""
 
   def filter(self, record: logging_std.LogRecord) -> bool:
-    noisy = "/orbax/" in record.pathname or "/tensorflow/" in record.pathname
+    noisy = any(f"/{lib}/" in record.pathname for lib in ("orbax", "tensorflow", "clu"))
     return record.levelno >= logging_std.WARNING or not noisy
 
 
@@ -44,7 +53,10 @@ def main(argv):
     jax.distributed.initialize()
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(), jax.process_count(),
                jax.local_devices())
-  if FLAGS.mode == "train":
+  if FLAGS.mode == "summary":
+    from hebm_jax import summary  # pylint: disable=g-import-not-at-top
+    summary.write_summary(FLAGS.config, FLAGS.workdir)
+  elif FLAGS.mode == "train":
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 

@@ -12,20 +12,31 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 1234
 
   config.data = data = ml_collections.ConfigDict()
-  data.name = "svhn_cropped"        # 'digits' (bundled with scikit-learn) or a tfds dataset name
-  data.data_dir = ""                # tfds data_dir; empty: tfds' default
-  data.train_split = "train"
+  data.name = "svhn_cropped"        # hebm_jax.input_pipeline: 'digits' (scikit-learn, offline),
+                                    # 'mnist', 'fashion_mnist', 'svhn_cropped', 'cifar10',
+                                    # 'celeb_a', 'shapes3d', 'mnist_anomaly'
+  data.data_dir = ""                # tfds data_dir holding the prepared dataset; empty: tfds' default
+  data.train_split = "train"        # tfds split names, slicing allowed ('train[:50000]')
   data.eval_split = "test"
   data.image_size = 32
   data.channels = 3
   data.image_key = "image"
   data.label_key = "label"
+  data.classes = ()                 # keep only these labels, e.g. (0, 1, 2); (): all
+  data.held_out_digit = 1           # 'mnist_anomaly': the anomalous digit (MEG protocol)
+  data.anomaly_protocol = "meg"     # 'meg': MEG's draws, whose test normals overlap training
+                                    # (as the paper's baselines); 'disjoint': a clean 80/20 split
+  data.random_flip = False          # horizontal flips of training batches
+  data.worker_count = 2             # grain worker processes decoding batches; 0: in the main process
+  data.prefetch = 2                 # batches prepared ahead of the step
+  data.cache = False                # decode the whole split into memory once
 
   config.model = model = ml_collections.ConfigDict()
+  model.family = "hs"               # hebm_jax.models.FAMILIES: 'hs', 'fid', 'vlae_small', 'vlae_large', 'provlae'
   model.z_dims = (2, 2, 2, 10)      # bottom -> top
-  model.channels = (32, 64, 64, 256)
-  model.merge = "add"               # 'add' (SVHN-HS family) or 'concat' (SVHN-FID family)
-  model.top_width = 0               # generator top-MLP width; 0: channels[-1]
+  model.channels = (32, 64, 64, 256)  # widths; their meaning per family is in its module docstring
+  model.top_width = 0               # 'hs'/'fid' generator top-MLP width; 0: channels[-1]
+  model.batch_norm = False          # 'vlae_*'/'provlae' only (the VLAE code has it; REFERENCE 6.1)
   model.encoder_negative_slope = 0.01
   model.generator_negative_slope = 0.2
 
@@ -44,6 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.objective = objective = ml_collections.ConfigDict()
   objective.gfactor = 3.0           # 1 / (2 sigma^2)
   objective.kl = "sample"           # 'sample' (reference) or 'analytic'
+  objective.likelihood = "gaussian"  # 'gaussian' (sigma^2 = 1 / (2 gfactor)) or 'bernoulli' (pro-VLAE)
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.lr_generator = 3e-4

@@ -9,7 +9,7 @@ def get_config():
   config.model.z_dims = (10, 10, 10, 10, 10)
   config.model.channels = (128, 256, 256, 512, 1024)
   config.model.top_width = 2048
-  config.model.merge = "concat"
+  config.model.family = "fid"
   config.prior.num_layers = 2
   config.prior.width = 100
   config.objective.gfactor = 10.0

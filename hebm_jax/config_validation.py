@@ -34,27 +34,28 @@ def validate_config(config, num_devices: int | None = None) -> None:
     config: the experiment `ConfigDict`.
     num_devices: global device count; when given, the global batch must divide evenly.
   """
+  from hebm_jax.data.datasets import validate_data_config  # pylint: disable=g-import-not-at-top
+
+  _positive(config, "data.image_size", integer=True)
+  _positive(config, "data.channels", integer=True)
+  validate_data_config(config.data)
   m, d, p = config.model, config.data, config.prior
-  z_dims, channels = tuple(m.z_dims), tuple(m.channels)
+  z_dims = tuple(m.z_dims)
   num_layers = len(z_dims)
   _require(num_layers >= 2, "model.z_dims", f"needs at least 2 layers, got {z_dims}.")
   _require(all(isinstance(v, int) and v > 0 for v in z_dims), "model.z_dims",
            f"latent sizes must be positive integers, got {z_dims}.")
-  _require(len(channels) == num_layers, "model.channels",
-           f"needs one width per latent layer ({num_layers} for model.z_dims={z_dims}), "
-           f"got {len(channels)}: {channels}.")
-  _require(all(isinstance(v, int) and v > 0 for v in channels), "model.channels",
-           f"widths must be positive integers, got {channels}.")
-  _require(m.merge in models.MERGE_MODES, "model.merge",
-           f"unknown merge mode {m.merge!r}; expected one of {models.MERGE_MODES}.")
+  _require(all(isinstance(v, int) and v > 0 for v in m.channels), "model.channels",
+           f"widths must be positive integers, got {tuple(m.channels)}.")
   _require(isinstance(m.top_width, int) and m.top_width >= 0, "model.top_width",
            f"must be a non-negative integer, got {m.top_width!r}.")
-  _positive(config, "data.image_size", integer=True)
-  _positive(config, "data.channels", integer=True)
-  factor = 2 ** (num_layers - 1)
-  _require(d.image_size % factor == 0, "data.image_size",
-           f"{d.image_size} cannot be produced by a {num_layers}-layer generator: it must be a "
-           f"multiple of 2**(L-1) = {factor}.")
+  _require(isinstance(m.batch_norm, bool), "model.batch_norm",
+           f"must be True or False, got {m.batch_norm!r}.")
+  _require(config.objective.likelihood in objectives.LIKELIHOODS, "objective.likelihood",
+           f"unknown likelihood {config.objective.likelihood!r}; expected one of "
+           f"{objectives.LIKELIHOODS}.")
+  for field, message in models.family_problems(config):
+    raise ConfigError(f"config.{field}: {message}")
 
   _require(p.type in PRIOR_TYPES, "prior.type", f"unknown prior {p.type!r}; expected one of {PRIOR_TYPES}.")
   if p.type == "ebm":

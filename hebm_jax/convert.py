@@ -105,6 +105,10 @@ def layer_mappings(config) -> list[LayerMapping]:
   """Every parameterised module of the configured model with its PyTorch name (see the module
   docstring for the naming pattern)."""
   m, p = config.model, config.prior
+  if m.family not in ("hs", "fid"):
+    raise ConversionError(f"config.model.family={m.family!r} has no PyTorch counterpart: the "
+                          "authors' code has only the 'hs' (train_hs.py) and 'fid' (train_fid.py) "
+                          "networks.")
   num_layers = len(m.z_dims)
   top = num_layers - 1
   ch = tuple(m.channels)
@@ -132,7 +136,7 @@ def layer_mappings(config) -> list[LayerMapping]:
   # Generator.
   add("netG", f"gen{top}.0", "generator", ("top_fc0",), "linear")
   add("netG", f"gen{top}.2", "generator", ("top_fc1",), "linear")
-  if m.merge == "add":
+  if m.family == "hs":
     add("netG", f"gen{top}.4", "generator", ("top_out",), "linear")
     for l in range(top - 1, -1, -1):
       if l == top - 1:
@@ -146,7 +150,7 @@ def layer_mappings(config) -> list[LayerMapping]:
         up, conv = 0, 2
       add("netG", f"gen{l}.{up}", "generator", (f"up{l}",), "conv_transpose")
       add("netG", f"gen{l}.{conv}", "generator", (f"conv{l}",), "conv_transpose")
-  elif m.merge == "concat":
+  else:  # "fid"
     add("netG", f"gen{top}.4", "generator", ("top_out",), "linear",
         out_chw=(ch[top], size(top - 1), size(top - 1)))
     for l in range(top - 1, -1, -1):
@@ -156,9 +160,6 @@ def layer_mappings(config) -> list[LayerMapping]:
       for index, name in ((0, "merge"), (2, "up"), (4, "conv")):
         add("netG", f"gen{l}.{index}", "generator", (f"{name}{l}",), "conv_transpose")
     add("netG", "gen0.6", "generator", ("to_image",), "conv_transpose")
-  else:
-    raise ConversionError(f"config.model.merge={m.merge!r} has no PyTorch counterpart; expected "
-                          f"one of {models.MERGE_MODES}.")
 
   # Energy prior.
   if p.type == "ebm":

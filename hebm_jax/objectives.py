@@ -14,6 +14,7 @@ import jax.numpy as jnp
 Array = jax.Array
 
 KL_ESTIMATORS = ("sample", "analytic")
+LIKELIHOODS = ("gaussian", "bernoulli")
 
 
 def diag_normal_nll(z: Array, mean: Array, logvar: Array) -> Array:
@@ -47,6 +48,33 @@ def reconstruction_loss(x_hat: Array, x: Array) -> Array:
   = 1 / (2 sigma^2) (Eq. 4).
   """
   return jnp.sum((x_hat - x) ** 2) / x.shape[0]
+
+
+def bernoulli_reconstruction_loss(logits: Array, x: Array) -> Array:
+  """-log p(x|z) of a Bernoulli decoder, summed over pixels and averaged over the batch: scalar.
+
+  Args:
+    logits: (B, H, W, C) generator logits.
+    x: (B, H, W, C) images in [-1, 1]; the Bernoulli targets are (x + 1) / 2 in [0, 1] (the
+      sigmoid cross-entropy of pro-VLAE, which also takes non-binary intensities).
+  """
+  target = (x + 1.0) / 2.0
+  # Stable sigmoid cross-entropy: max(l, 0) - l * t + log(1 + exp(-|l|)).
+  ce = jnp.maximum(logits, 0.0) - logits * target + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+  return jnp.sum(ce) / x.shape[0]
+
+
+def likelihood_loss(generator_out: Array, x: Array, likelihood: str) -> Array:
+  """The reconstruction term of the generator loss for `likelihood` (one of `LIKELIHOODS`).
+
+  'gaussian': `reconstruction_loss` of the image (weighted by Gfactor = 1 / (2 sigma^2) in the
+  loss); 'bernoulli': `bernoulli_reconstruction_loss` of the logits (use Gfactor = 1).
+  """
+  if likelihood == "gaussian":
+    return reconstruction_loss(generator_out, x)
+  if likelihood == "bernoulli":
+    return bernoulli_reconstruction_loss(generator_out, x)
+  raise ValueError(f"Unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}.")
 
 
 def kl_terms(zs: Sequence[Array], means: Sequence[Array], logvars: Sequence[Array],

@@ -152,6 +152,16 @@ def sample_prior(prior, params: Any, sn_state: Any, z0: Array, key: Array | None
                              step_size, noise=noise, return_trajectory=return_trajectory)
 
 
+def generator_variables(gen_params: Any) -> dict:
+  """Flax variables of a generator from its parameters, or its full variables dict as is.
+
+  Families with batch norm need {'params': ..., 'batch_stats': ...}; the others take either.
+  """
+  if isinstance(gen_params, dict) and "params" in gen_params:
+    return gen_params
+  return {"params": gen_params}
+
+
 def hierarchical_latents(zs: Sequence[Array], layer: int, anchor: int = 0) -> list[Array]:
   """Latents that vary one layer and hold the others (REFERENCE Sec. 3.2, paper Fig. 4).
 
@@ -175,14 +185,15 @@ def hierarchical_sampling(generator, gen_params: Any, zs: Sequence[Array]) -> Ar
   """Decodes `hierarchical_latents` for every layer.
 
   Args:
-    generator: `HierarchicalGenerator`.
-    gen_params: its parameters.
+    generator: a generator module (any family in `hebm_jax.models.FAMILIES`).
+    gen_params: its parameters, or its variables dict (see `generator_variables`).
     zs: list of L arrays (B, d_l).
 
   Returns:
     (L, B, H, W, C) images in [-1, 1]; entry l varies layer l only.
   """
-  return jnp.stack([generator.apply({"params": gen_params}, hierarchical_latents(zs, l))
+  variables = generator_variables(gen_params)
+  return jnp.stack([generator.apply(variables, hierarchical_latents(zs, l))
                     for l in range(len(zs))])
 
 
@@ -216,4 +227,4 @@ def generate(generator, gen_params: Any, prior, prior_params: Any, sn_state: Any
   """
   zs, sn_state = sample_joint_prior(prior, prior_params, sn_state, key, batch_size, z_dims,
                                     n_steps, step_size)
-  return generator.apply({"params": gen_params}, zs), zs, sn_state
+  return generator.apply(generator_variables(gen_params), zs), zs, sn_state

@@ -22,7 +22,8 @@ import optax
 from absl import logging
 from flax import struct
 
-from hebm_jax import checkpointing, input_pipeline, models, objectives, sampler, visualization
+from hebm_jax import (checkpointing, device_prefetch, input_pipeline, models, objectives, sampler,
+                      visualization)
 from hebm_jax.config_validation import validate_config
 
 Array = jax.Array
@@ -38,12 +39,15 @@ class TrainState(struct.PyTreeNode):
     sn_state: spectral-norm power-iteration state of the prior ({} when there is none).
     opt_state_gi: optimiser state of encoder + generator.
     opt_state_prior: optimiser state of the prior.
+    batch_stats: running batch-norm statistics {'encoder': ..., 'generator': ...} of the families
+      that have batch norm; {} for the others.
   """
   step: Array
   params: dict
   sn_state: dict
   opt_state_gi: Any
   opt_state_prior: Any
+  batch_stats: dict = struct.field(default_factory=dict)
 
 
 class StepDraws(NamedTuple):
@@ -68,6 +72,7 @@ class HEBM:
   z_dims: tuple[int, ...]
   gfactor: float
   kl_estimator: str
+  likelihood: str
   n_steps: int
   step_size: float
   tx_gi: optax.GradientTransformation
@@ -115,30 +120,44 @@ def create_model(config, steps_per_epoch: int) -> HEBM:
   tx_gi, tx_prior, schedules = make_optimizers(config.optim, steps_per_epoch)
   return HEBM(encoder=encoder, generator=generator, prior=prior, z_dims=tuple(config.model.z_dims),
               gfactor=float(config.objective.gfactor), kl_estimator=config.objective.kl,
+              likelihood=config.objective.likelihood,
               n_steps=int(config.sampler.n_steps), step_size=float(config.sampler.step_size),
               tx_gi=tx_gi, tx_prior=tx_prior, schedules=schedules)
 
 
-def init_params(model: HEBM, key: Array, image_shape: Sequence[int]) -> tuple[dict, dict]:
-  """Initial (params, sn_state) for images of shape (H, W, C)."""
+def init_variables(model: HEBM, key: Array, image_shape: Sequence[int]) -> tuple[dict, dict, dict]:
+  """Initial (params, sn_state, batch_stats) for images of shape (H, W, C).
+
+  batch_stats is {'encoder': ..., 'generator': ...} for families with batch norm, else {}.
+  """
   k_enc, k_gen, k_prior = jax.random.split(key, 3)
-  x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
-  zs = [jnp.zeros((1, d), jnp.float32) for d in model.z_dims]
-  params = {"encoder": model.encoder.init(k_enc, x)["params"],
-            "generator": model.generator.init(k_gen, zs)["params"],
-            "prior": {}}
+  x = jnp.zeros((2,) + tuple(image_shape), jnp.float32)  # 2: batch norm needs a batch
+  zs = [jnp.zeros((2, d), jnp.float32) for d in model.z_dims]
+  enc_vars = model.encoder.init(k_enc, x)
+  gen_vars = model.generator.init(k_gen, zs)
+  params = {"encoder": enc_vars["params"], "generator": gen_vars["params"], "prior": {}}
+  batch_stats = {}
+  if "batch_stats" in enc_vars or "batch_stats" in gen_vars:
+    batch_stats = {"encoder": enc_vars.get("batch_stats", {}),
+                   "generator": gen_vars.get("batch_stats", {})}
   sn_state = {}
   if model.prior is not None:
     variables = model.prior.init(k_prior, jnp.zeros((1, model.latent_dim), jnp.float32))
     params["prior"] = variables["params"]
     sn_state = variables.get("batch_stats", {})
+  return params, sn_state, batch_stats
+
+
+def init_params(model: HEBM, key: Array, image_shape: Sequence[int]) -> tuple[dict, dict]:
+  """Initial (params, sn_state) for images of shape (H, W, C) (see `init_variables`)."""
+  params, sn_state, _ = init_variables(model, key, image_shape)
   return params, sn_state
 
 
 def create_train_state(model: HEBM, key: Array, image_shape: Sequence[int]) -> TrainState:
   """A fresh train state; `key` should be derived from the config seed."""
-  params, sn_state = init_params(model, key, image_shape)
-  return state_from_params(model, params, sn_state)
+  params, sn_state, batch_stats = init_variables(model, key, image_shape)
+  return state_from_params(model, params, sn_state, batch_stats=batch_stats)
 
 
 def _schedules_at(opt_state: Any, step: int) -> Any:
@@ -153,7 +172,8 @@ def _schedules_at(opt_state: Any, step: int) -> Any:
       opt_state, is_leaf=is_sched)
 
 
-def state_from_params(model: HEBM, params: dict, sn_state: dict, step: int = 0) -> TrainState:
+def state_from_params(model: HEBM, params: dict, sn_state: dict, step: int = 0,
+                      batch_stats: dict | None = None) -> TrainState:
   """Wraps given parameters (e.g. converted ones) in a train state at `step`.
 
   Optimiser states are fresh (zero Adam moments) with learning-rate schedules positioned at
@@ -162,7 +182,32 @@ def state_from_params(model: HEBM, params: dict, sn_state: dict, step: int = 0) 
   gi = {"encoder": params["encoder"], "generator": params["generator"]}
   return TrainState(step=jnp.asarray(step, jnp.int32), params=params, sn_state=sn_state,
                     opt_state_gi=_schedules_at(model.tx_gi.init(gi), step),
-                    opt_state_prior=_schedules_at(model.tx_prior.init(params["prior"]), step))
+                    opt_state_prior=_schedules_at(model.tx_prior.init(params["prior"]), step),
+                    batch_stats=batch_stats or {})
+
+
+def network_variables(state: TrainState, name: str) -> dict:
+  """Flax variables of network `name` ('encoder' or 'generator'): params, plus batch-norm stats."""
+  variables = {"params": state.params[name]}
+  if state.batch_stats:
+    variables["batch_stats"] = state.batch_stats[name]
+  return variables
+
+
+def _apply_network(module, variables: dict, *args, train: bool, axis_name: str | None = None,
+                   **kwargs):
+  """module.apply in train or eval mode -> (output, updated batch stats or None).
+
+  In training, batch-norm statistics are computed over the pmap axis `axis_name` (the global
+  batch) and the running averages are returned updated.
+  """
+  if "batch_stats" not in variables:
+    return module.apply(variables, *args, train=train, **kwargs), None
+  if not train:
+    return module.apply(variables, *args, train=False, **kwargs), variables["batch_stats"]
+  module = module.clone(bn_axis_name=axis_name)
+  out, updates = module.apply(variables, *args, train=True, mutable=["batch_stats"], **kwargs)
+  return out, updates["batch_stats"]
 
 
 def draw_step_randomness(key: Array, step: Array, example_ids: Array, latent_dim: int,
@@ -210,19 +255,26 @@ def train_step_from_draws(model: HEBM, state: TrainState, images: Array, draws: 
 
   # (1) generator + encoder.
   def gi_loss_fn(gi_params):
-    means, logvars = model.encoder.apply({"params": gi_params["encoder"]}, images)
+    net = {k: {"params": gi_params[k], **({"batch_stats": state.batch_stats[k]}
+                                          if state.batch_stats else {})}
+           for k in ("encoder", "generator")}
+    (means, logvars), enc_stats = _apply_network(model.encoder, net["encoder"], images,
+                                                 train=True, axis_name=axis_name)
     eps = models.split_latents(draws.eps, model.z_dims)
     zs = [objectives.reparameterize(m, lv, e) for m, lv, e in zip(means, logvars, eps)]
     z = models.concat_latents(zs)
     f_pos, sn_state = sampler.energy(prior, params["prior"], state.sn_state, z)
-    x_hat = model.generator.apply({"params": gi_params["generator"]}, zs)
-    rec = objectives.reconstruction_loss(x_hat, images)
+    out, gen_stats = _apply_network(model.generator, net["generator"], zs, train=True,
+                                    axis_name=axis_name,
+                                    return_logits=model.likelihood == "bernoulli")
+    rec = objectives.likelihood_loss(out, images, model.likelihood)
     kls = objectives.kl_terms(zs, means, logvars, model.kl_estimator)
     loss = objectives.generator_encoder_loss(rec, kls, f_pos, model.gfactor)
-    return loss, (z, sn_state, rec, kls, jnp.mean(f_pos))
+    batch_stats = {"encoder": enc_stats, "generator": gen_stats} if state.batch_stats else {}
+    return loss, (z, sn_state, rec, kls, jnp.mean(f_pos), batch_stats)
 
   gi_params = {"encoder": params["encoder"], "generator": params["generator"]}
-  (loss, (z_pos, sn_state, rec, kls, f_pos)), gi_grads = jax.value_and_grad(
+  (loss, (z_pos, sn_state, rec, kls, f_pos, batch_stats)), gi_grads = jax.value_and_grad(
       gi_loss_fn, has_aux=True)(gi_params)
   gi_grads = _pmean(gi_grads, axis_name)
   updates, opt_state_gi = model.tx_gi.update(gi_grads, state.opt_state_gi, gi_params)
@@ -259,7 +311,8 @@ def train_step_from_draws(model: HEBM, state: TrainState, images: Array, draws: 
   metrics.update({f"lr/{name}": fn(state.step) for name, fn in model.schedules})
   metrics = _pmean(metrics, axis_name)
   new_state = state.replace(step=state.step + 1, params=new_params, sn_state=sn_state,
-                            opt_state_gi=opt_state_gi, opt_state_prior=opt_state_prior)
+                            opt_state_gi=opt_state_gi, opt_state_prior=opt_state_prior,
+                            batch_stats=batch_stats)
   return new_state, metrics
 
 
@@ -292,16 +345,19 @@ def eval_step(model: HEBM, state: TrainState, batch: dict, axis_name: str | None
   """Reconstruction and KL on a batch with the posterior means (no randomness).
 
   Returns sums over the batch (so they add up over batches and devices): 'count', 'mse'
-  (per-image mean over pixels, [-1, 1] range), 'rec_loss' (per-image pixel sums), 'kl/layer{l}'
-  (closed form) and 'f_posterior'.
+  (per-image mean over pixels, [-1, 1] range), 'rec_loss' (per-image pixel sums of the squared
+  error, or of the Bernoulli cross-entropy), 'kl/layer{l}' (closed form) and 'f_posterior'.
   """
   x = batch["image"]
-  means, logvars = model.encoder.apply({"params": state.params["encoder"]}, x)
-  x_hat = model.generator.apply({"params": state.params["generator"]}, means)
+  means, logvars = model.encoder.apply(network_variables(state, "encoder"), x)
+  logits = model.generator.apply(network_variables(state, "generator"), means, return_logits=True)
+  x_hat = models.output_image(logits, model.generator.output)
   sq = jnp.sum((x_hat - x) ** 2, axis=(1, 2, 3))
+  rec = sq if model.likelihood == "gaussian" else jax.vmap(
+      lambda l, t: objectives.bernoulli_reconstruction_loss(l[None], t[None]))(logits, x)
   f, _ = sampler.energy(model.prior, state.params["prior"], state.sn_state,
                         models.concat_latents(means), update_stats=False)
-  out = {"count": jnp.asarray(x.shape[0], jnp.float32), "rec_loss": jnp.sum(sq),
+  out = {"count": jnp.asarray(x.shape[0], jnp.float32), "rec_loss": jnp.sum(rec),
          "mse": jnp.sum(sq) / np.prod(x.shape[1:]), "f_posterior": jnp.sum(f)}
   for l, (m, lv) in enumerate(zip(means, logvars)):
     out[f"kl/layer{l}"] = jnp.sum(objectives.kl_analytic(m, lv))
@@ -344,17 +400,18 @@ def image_summaries(model: HEBM, state: TrainState, key: Array, images: Array, n
   """
   k_prior, k_rec = jax.random.split(key)
   params = state.params
-  samples, zs, _ = sampler.generate(model.generator, params["generator"], model.prior,
+  gen_vars = network_variables(state, "generator")
+  samples, zs, _ = sampler.generate(model.generator, gen_vars, model.prior,
                                     params["prior"], state.sn_state, k_prior, num, model.z_dims,
                                     model.n_steps, model.step_size)
-  means, logvars = model.encoder.apply({"params": params["encoder"]}, images)
+  means, logvars = model.encoder.apply(network_variables(state, "encoder"), images)
   eps = [jax.random.normal(k, m.shape) for k, m in
          zip(jax.random.split(k_rec, len(means)), means)]
   zs_q = [objectives.reparameterize(m, lv, e) for m, lv, e in zip(means, logvars, eps)]
-  recon = model.generator.apply({"params": params["generator"]}, zs_q)
+  recon = model.generator.apply(gen_vars, zs_q)
   return {"samples": samples,
           "reconstructions": jnp.concatenate([images, recon], axis=2),
-          "hierarchical": sampler.hierarchical_sampling(model.generator, params["generator"], zs)}
+          "hierarchical": sampler.hierarchical_sampling(model.generator, gen_vars, zs)}
 
 
 def _fetch_and_check(pending: list[tuple[int, dict]], max_abs_ebm_loss: float) -> dict:
@@ -379,7 +436,7 @@ def evaluate(model: HEBM, p_eval_step, state: TrainState, source, config) -> dic
   totals = None
   for batch in input_pipeline.eval_batches(source, config.eval.batch_size, config.eval.num_batches,
                                            jax.process_index(), jax.process_count()):
-    out = jax.device_get(p_eval_step(state, shard_batch(batch)))
+    out = jax.device_get(p_eval_step(state, shard_batch({"image": batch["image"]})))
     totals = out if totals is None else jax.tree.map(np.add, totals, out)
   count = totals.pop("count")
   result = {k: float(v / count) for k, v in totals.items()}
@@ -391,8 +448,9 @@ def _write_images(writer, workdir: str, step: int, images: dict) -> None:
   images = jax.device_get(images)
   grids = {"samples": visualization.make_grid(images["samples"]),
            "reconstructions": visualization.make_grid(images["reconstructions"]),
-           "hierarchical": visualization.side_by_side(
-               [visualization.make_grid(g) for g in images["hierarchical"]])}
+           "hierarchical": visualization.with_titles(
+               [visualization.make_grid(g) for g in images["hierarchical"]],
+               visualization.layer_names(len(images["hierarchical"])))}
   if jax.process_index() == 0:
     scale = max(1, 48 // images["samples"].shape[1])
     for name, grid in grids.items():
@@ -447,7 +505,9 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   # Committed up front, so the step compiles once (not again when its outputs come back).
   state = jax.device_put(state, checkpointing.local_replicated_sharding())
 
-  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  # TensorBoard only: the console gets one progress line per log interval, written below.
+  writer = (metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))
+            if jax.process_index() == 0 else metric_writers.MultiWriter([]))
   if restored_step is None:
     writer.write_hparams(_flatten(checkpointing.config_to_dict(config)))
   p_train_step = make_p_train_step(model)
@@ -463,45 +523,56 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
                steps_per_epoch)
   pending: list[tuple[int, dict]] = []
   last_log_time, last_log_step = time.time(), step
-  while step < num_steps:
-    batch = input_pipeline.train_batch(train_source, config.train.batch_size, config.seed, step,
-                                       jax.process_index(), jax.process_count())
-    state, metrics = p_train_step(state, shard_batch(batch), train_key)
-    step += 1
-    pending.append((step, metrics))
-    report(step, time.time())
-
-    is_last = step == num_steps
-    if step % config.logging.log_every_steps == 0 or is_last:
-      summary = _fetch_and_check(pending, config.train.max_abs_ebm_loss)
-      pending = []
-      now = time.time()
-      summary["steps_per_sec"] = (step - last_log_step) / max(now - last_log_time, 1e-9)
-      last_log_time, last_log_step = now, step
-      writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
-      logging.info("step %d/%d | loss %.3f | rec %.3f | kl %.3f | f(z+) %.4f | f(z-) %.4f | "
-                   "ebm %.5f | %.1f steps/s", step, num_steps, summary["loss"],
-                   summary["rec_loss"], summary["kl"], summary["f_posterior"],
-                   summary.get("f_prior", 0.0), summary.get("ebm_loss", 0.0),
-                   summary["steps_per_sec"])
-    preempted = manager.reached_preemption(step)
-    if step % config.checkpoint.every_steps == 0 or is_last or preempted:
-      _fetch_and_check(pending, config.train.max_abs_ebm_loss)  # never save a diverged state
-      checkpointing.save(manager, step, state, config)
-      if preempted:
-        manager.wait_until_finished()
-        logging.warning("Preemption signal received: saved step %d and stopping.", step)
-        break
-    if step % config.logging.image_every_steps == 0 or is_last:
-      with report.timed("images"):
-        _write_images(writer, workdir, step,
-                      summaries(state, jax.random.fold_in(image_key, step), eval_images))
-    if step % config.eval.every_steps == 0 or is_last:
-      with report.timed("eval"):
-        result = evaluate(model, p_eval_step, state, eval_source, config)
-      writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
-      logging.info("eval at step %d | mse %.5f | rec %.3f | kl %.3f", step, result["mse"],
-                   result["rec_loss"], result["kl"])
+  # grain prepares host batches ahead (worker processes); a thread places the next one on the
+  # devices while the current step runs, and measures how long each step waited for it.
+  host_batches = input_pipeline.train_iterator(
+      train_source, config.data, config.train.batch_size, config.seed, step, num_steps,
+      jax.process_index(), jax.process_count())
+  device_batches = device_prefetch.DevicePrefetcher(
+      host_batches, lambda b: shard_batch({"image": b["image"]}), size=2)
+  input_wait = 0.0
+  try:
+    while step < num_steps:
+      state, metrics = p_train_step(state, next(device_batches), train_key)
+      input_wait += device_batches.last_wait_s
+      step += 1
+      pending.append((step, metrics))
+      report(step, time.time())
+      is_last = step == num_steps
+      if step % config.logging.log_every_steps == 0 or is_last:
+        summary = _fetch_and_check(pending, config.train.max_abs_ebm_loss)
+        pending = []
+        now = time.time()
+        summary["steps_per_sec"] = (step - last_log_step) / max(now - last_log_time, 1e-9)
+        summary["input_wait_ms"] = 1e3 * input_wait / max(step - last_log_step, 1)
+        last_log_time, last_log_step, input_wait = now, step, 0.0
+        writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
+        logging.info("step %d/%d | loss %.3f | rec %.3f | kl %.3f | f(z+) %.4f | f(z-) %.4f | "
+                     "ebm %.5f | %.1f steps/s | input wait %.2f ms/step", step, num_steps,
+                     summary["loss"], summary["rec_loss"], summary["kl"], summary["f_posterior"],
+                     summary.get("f_prior", 0.0), summary.get("ebm_loss", 0.0),
+                     summary["steps_per_sec"], summary["input_wait_ms"])
+      preempted = manager.reached_preemption(step)
+      if step % config.checkpoint.every_steps == 0 or is_last or preempted:
+        _fetch_and_check(pending, config.train.max_abs_ebm_loss)  # never save a diverged state
+        checkpointing.save(manager, step, state, config)
+        if preempted:
+          manager.wait_until_finished()
+          logging.warning("Preemption signal received: saved step %d and stopping.", step)
+          break
+      if step % config.logging.image_every_steps == 0 or is_last:
+        with report.timed("images"):
+          _write_images(writer, workdir, step,
+                        summaries(state, jax.random.fold_in(image_key, step), eval_images))
+      if step % config.eval.every_steps == 0 or is_last:
+        with report.timed("eval"):
+          result = evaluate(model, p_eval_step, state, eval_source, config)
+        writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
+        logging.info("eval at step %d | mse %.5f | rec %.3f | kl %.3f", step, result["mse"],
+                     result["rec_loss"], result["kl"])
+  finally:
+    device_batches.close()
+    host_batches.close()
   writer.flush()
   manager.wait_until_finished()
   manager.close()

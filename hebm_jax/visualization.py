@@ -33,6 +33,40 @@ def side_by_side(grids: list[np.ndarray], gap: int = 4) -> np.ndarray:
   return np.concatenate(parts, axis=1)
 
 
+def layer_names(num_layers: int) -> list[str]:
+  """The paper's names for the layers, bottom first: ['z1 (bottom)', 'z2', ..., 'zL (top)']."""
+  names = [f"z{l + 1}" for l in range(num_layers)]
+  names[0] += " (bottom)"
+  names[-1] += " (top)"
+  return names
+
+
+def with_titles(grids: list[np.ndarray], titles: list[str], gap: int = 4) -> np.ndarray:
+  """`side_by_side` with a white header strip holding each grid's title (PIL's built-in font).
+
+  Args:
+    grids: [0, 1] grids (H, W_i, C) of equal height.
+    titles: one string per grid, drawn left-aligned above it.
+
+  Returns:
+    (H + header, sum W_i + gaps, C) in [0, 1].
+  """
+  from PIL import ImageDraw, ImageFont  # pylint: disable=g-import-not-at-top
+
+  body = side_by_side(grids, gap)
+  header_height = 14
+  header = Image.new("L", (body.shape[1], header_height), 255)
+  draw = ImageDraw.Draw(header)
+  font = ImageFont.load_default()
+  x = 0
+  for grid, title in zip(grids, titles):
+    draw.text((x + 2, 1), title, fill=0, font=font)
+    x += grid.shape[1] + gap
+  strip = np.asarray(header, np.float32)[..., None] / 255.0
+  strip = np.repeat(strip, body.shape[-1], axis=-1)
+  return np.concatenate([strip, body], axis=0)
+
+
 def save_png(grid: np.ndarray, path: str, scale: int = 1) -> None:
   """Writes a [0, 1] grid (H, W, C) as an 8-bit PNG, each pixel repeated `scale` times."""
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

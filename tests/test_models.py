@@ -287,11 +287,11 @@ def test_conv_layers_match_pytorch(kind, kernel, stride, size, expected_size):
   if kind == "conv":  # PyTorch weight layouts: Conv2d (out, in, k, k), ConvTranspose2d (in, out, k, k)
     w_torch = rng.normal(size=(c_out, c_in, kernel, kernel))
     expected = _np_conv_torch(x, w_torch, stride, 1)
-    layer, kernel_shape = models._conv(c_out, kernel, stride, "conv"), (kernel, kernel, c_in, c_out)
+    layer, kernel_shape = models.conv(c_out, kernel, stride, "conv"), (kernel, kernel, c_in, c_out)
   else:
     w_torch = rng.normal(size=(c_in, c_out, kernel, kernel))
     expected = _np_conv_transpose_torch(x, w_torch, stride, 1)
-    layer, kernel_shape = models._conv_transpose(c_out, kernel, stride, "ct"), (kernel, kernel, c_out, c_in)
+    layer, kernel_shape = models.conv_transpose(c_out, kernel, stride, "ct"), (kernel, kernel, c_out, c_in)
   assert expected.shape == (c_out, expected_size, expected_size)
 
   x_nhwc = jnp.asarray(x.transpose(1, 2, 0)[None], jnp.float32)
@@ -307,9 +307,9 @@ def test_conv_layers_match_pytorch(kind, kernel, stride, size, expected_size):
 
 def test_down_and_up_sizes():
   x = jnp.ones((1, 16, 16, 3))
-  down = models._conv(4, 4, 2, "d")
+  down = models.conv(4, 4, 2, "d")
   assert down.apply(_filled(down, x), x).shape == (1, 8, 8, 4)
-  up = models._conv_transpose(4, 4, 2, "u")
+  up = models.conv_transpose(4, 4, 2, "u")
   assert up.apply(_filled(up, x), x).shape == (1, 32, 32, 4)
 
 

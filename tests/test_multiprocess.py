@@ -8,6 +8,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from hebm_jax import train
 from tests.conftest import tiny_digits_config
@@ -34,6 +35,7 @@ def _run_two_processes(workdir, num_steps, out_dir):
   return [dict(np.load(out_dir / f"p{pid}.npz")) for pid in (0, 1)]
 
 
+@pytest.mark.slow
 def test_two_hosts_match_one_host_and_resume(tmp_path):
   workdir = tmp_path / "multi"
   _run_two_processes(workdir, 3, tmp_path)

@@ -129,6 +129,7 @@ def _tree_digest(path):
   return digest.hexdigest()
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_and_writes_outputs(tmp_path):
   config = tiny_digits_config()
   straight = _run(config, tmp_path / "straight")
@@ -152,6 +153,7 @@ def test_resume_continues_exactly_and_writes_outputs(tmp_path):
                   for t in (3, 6)], pngs
 
 
+@pytest.mark.slow
 def test_incompatible_checkpoint_fails_clearly_and_is_left_untouched(tmp_path):
   config = tiny_digits_config()
   config.train.num_steps = 3
@@ -175,6 +177,7 @@ def test_a_workdir_that_is_a_file_is_refused_and_left_alone(tmp_path):
   assert afile.read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_a_damaged_checkpoint_is_named_with_the_steps_to_fall_back_to(tmp_path):
   config = tiny_digits_config()
   config.train.num_steps = 2
@@ -258,9 +261,12 @@ def test_image_size_mismatch_is_reported_before_training(tiny_config):
     input_pipeline.check_source(source, tiny_config.data)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override,field", [
     ("--config.sampler.step_size=-0.1", "config.sampler.step_size"),
-    ("--config.model.merge=stack", "config.model.merge"),
+    ("--config.model.family=stack", "config.model.family"),
+    ("--config.data.name=imagenet", "config.data.name"),
+    ("--config.data.train_split=validation", "config.data.train_split"),
 ])
 def test_main_rejects_a_bad_config_before_compiling(tmp_path, override, field):
   proc = subprocess.run(

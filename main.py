@@ -7,8 +7,10 @@ table per network and input shapes, written to `<workdir>/summary.json`; trains 
 import logging as logging_std
 import os
 
-# TensorFlow (imported by clu's TensorBoard writer) prints C++ INFO lines at import otherwise.
+# TensorFlow (imported only by clu's TensorBoard writer) prints C++ INFO lines at import otherwise;
+# its oneDNN kernels are never used here.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -33,10 +35,12 @@ def _multi_process_env() -> bool:
 
 
 class _QuietLibraries(logging_std.Filter):
-  """Drops INFO chatter of orbax (a dozen lines per checkpoint), TensorFlow and clu; keeps warnings."""
+  """Drops INFO chatter of libraries (orbax: a dozen lines per checkpoint; jax: absent TPU backends;
+  TensorFlow, tfds, clu); keeps their warnings and errors."""
 
   def filter(self, record: logging_std.LogRecord) -> bool:
-    noisy = any(f"/{lib}/" in record.pathname for lib in ("orbax", "tensorflow", "clu"))
+    noisy = any(f"/{lib}/" in record.pathname
+                for lib in ("orbax", "tensorflow", "tensorflow_datasets", "clu", "jax/_src"))
     return record.levelno >= logging_std.WARNING or not noisy
 
 

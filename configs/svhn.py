@@ -1,7 +1,9 @@
 """The authors' SVHN-HS model (REFERENCE Sec. 2.1): 4 layers, dims 2/2/2/10, EBM 4 x 50 with SN.
 
-Trains on the tfds `svhn_cropped` dataset (prepare it with tfds on a networked machine and pass
-`--config.data.data_dir`). The reference trains on the 531k-image 'extra' split.
+Paper targets: the hierarchical samples of Fig. 4 and the SVHN row of Table 1. Trains on the
+531,131-image 'extra' split as the authors do (`--config.data.train_split=train` for LEBM's
+choice). Prepare tfds 'svhn_cropped' in array_record format on a machine with internet access
+(see the README's "Data") and pass `--config.data.data_dir`.
 """
 
 from configs import default

@@ -2,11 +2,13 @@
 
 Reimplements Cui, Wu & Han, "Learning Hierarchical Features with Joint Latent Space Energy-Based
 Prior", ICCV 2023. Modules:
-  models      EnergyPrior, HierarchicalEncoder, HierarchicalGenerator
-  sampler     langevin, langevin_with_state, sample_prior, sample_joint_prior,
-              hierarchical_sampling
-  objectives  the reference's losses (single-sample KL, reconstruction, EBM contrastive loss)
-  train       TrainState, train_step, train_and_evaluate
+  models          EnergyPrior and the encoder/generator families (FAMILIES, build_models)
+  sampler         langevin, langevin_with_state, sample_prior, sample_joint_prior,
+                  hierarchical_sampling
+  objectives      the reference's losses (single-sample KL, reconstruction, EBM contrastive loss)
+  input_pipeline  the paper's datasets through tfds + grain (load_split, train_iterator)
+  train           TrainState, train_step, train_and_evaluate
+  summary         parameter counts and shapes of a config (`--mode=summary`)
 """
 
 from hebm_jax import models, objectives, sampler

@@ -9,6 +9,7 @@ import pytest
 
 from configs import default, digits, svhn_fid
 from hebm_jax import models
+from hebm_jax.models import vlae
 
 
 def _count(tree):
@@ -220,7 +221,8 @@ def test_digits_config_shapes():
   assert images.shape == (2, 16, 16, 1)
   x = jnp.zeros((2, 16, 16, 1))
   means, _ = jax.jit(encoder.apply)(_filled(encoder, x), x)
-  assert [m.shape for m in means] == [(2, 2), (2, 2), (2, 6)]
+  assert [m.shape for m in means] == [(2, 1), (2, 1), (2, 8)]
+  assert isinstance(encoder, vlae.SmallEncoder) and isinstance(generator, vlae.SmallGenerator)
   assert isinstance(prior, models.EnergyPrior) and prior.num_layers == 2
 
 

@@ -78,6 +78,29 @@ def test_one_and_four_devices_give_the_same_parameters(tiny_config):
     np.testing.assert_allclose(m1[k], m4[k], rtol=1e-5, atol=1e-6)
 
 
+def test_batch_norm_uses_global_batch_statistics_on_any_device_count(tiny_config):
+  # With batch norm, statistics are averaged over the pmap axis: the 4-device step normalises with
+  # the statistics of the global batch, as one device does, and the running averages agree.
+  tiny_config.model.family = "vlae_small"
+  tiny_config.model.channels = (8, 16, 32)
+  tiny_config.model.batch_norm = True
+  model, state = _model_and_state(tiny_config)
+  assert state.batch_stats and jax.tree.leaves(state.batch_stats)
+  source = input_pipeline.load_split(tiny_config.data, "train")
+  batch = input_pipeline.train_batch(source, 16, 0, 0)
+  results = {}
+  for n in (1, 4):
+    devices = jax.devices()[:n]
+    step = jax.pmap(lambda s, b, k: train.train_step(model, s, b, k, axis_name=train.AXIS),
+                    axis_name=train.AXIS, in_axes=(None, 0, None), out_axes=None, devices=devices)
+    results[n] = jax.device_get(step(state, train.shard_batch({"image": batch["image"]}, devices),
+                                     jax.random.PRNGKey(3)))
+  (s1, m1), (s4, m4) = results[1], results[4]
+  np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-5)
+  assert _max_abs_diff(s1.batch_stats, s4.batch_stats) < 1e-5
+  assert _max_abs_diff(s1.batch_stats, jax.device_get(state.batch_stats)) > 1e-4  # they moved
+
+
 def test_draws_depend_on_the_global_example_index_not_the_device_split():
   key = jax.random.PRNGKey(0)
   whole = train.draw_step_randomness(key, 7, jnp.arange(8), latent_dim=3, n_steps=4)

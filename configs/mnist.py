@@ -21,6 +21,7 @@ def get_config():
   config.data.name = "mnist"
   config.data.image_size = 28
   config.data.channels = 1
+  config.data.cache = True   # 47 MB decoded once (2 s): ~10 % more steps/s on 2 cores than streaming
 
   config.model.family = "vlae_small"
   config.model.z_dims = (2, 2, 2)

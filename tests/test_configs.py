@@ -82,7 +82,8 @@ def test_config_trains_one_step_on_mock_data(name):
 @pytest.mark.slow
 def test_tfds_dataset_trains_end_to_end_through_grain_workers(tmp_path):
   config = _tiny(_config("mnist"))
-  config.data.worker_count = 2  # spawned grain workers decode the batches
+  config.data.worker_count = 2  # spawned grain workers decode the batches (streaming, no cache)
+  config.data.cache = False
   config.train.num_steps = 4
   config.checkpoint.every_steps = 2
   config.logging.log_every_steps = 2

@@ -16,6 +16,7 @@ def get_config() -> ml_collections.ConfigDict:
                                     # 'mnist', 'fashion_mnist', 'svhn_cropped', 'cifar10',
                                     # 'celeb_a', 'shapes3d', 'mnist_anomaly'
   data.data_dir = ""                # tfds data_dir holding the prepared dataset; empty: tfds' default
+  data.download = False             # prepare a missing dataset with tfds (network; one process only)
   data.train_split = "train"        # tfds split names, slicing allowed ('train[:50000]')
   data.eval_split = "test"
   data.image_size = 32

@@ -379,6 +379,44 @@ def test_missing_dataset_says_where_it_looked_and_how_to_prepare_it(tmp_path, no
   assert "already prepared" not in message and info.value.__cause__ is None
 
 
+def test_download_without_network_fails_at_once_after_one_probe(tmp_path, no_network):
+  config = _data(name="svhn_cropped", data_dir=str(tmp_path), image_size=32, channels=3,
+                 download=True)
+  start = time.monotonic()
+  with pytest.raises(FileNotFoundError) as info:
+    input_pipeline.load_split(config, "train")
+  assert time.monotonic() - start < 30 and len(no_network) == 1  # the probe, nothing else
+  message = str(info.value)
+  assert "config.data.download is on, but there is no network access" in message
+  assert "file_format='array_record'" in message
+
+
+def test_download_with_network_lets_tfds_prepare_array_record(tmp_path, monkeypatch):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from hebm_jax.data import sources, synthetic  # pylint: disable=g-import-not-at-top
+  calls = []
+  real_builder = tfds.builder
+
+  class FakeBuilder:  # stands in for the network: writes the dataset tfds would have prepared
+    def __init__(self, name, data_dir, file_format):
+      calls.append((name, data_dir, file_format))
+      self.name, self.data_dir = name, data_dir
+
+    def download_and_prepare(self):
+      synthetic.write_tfds_dataset(self.name, self.data_dir, {"train": _mnist_arrays(6, 0)})
+
+  monkeypatch.setattr(sources, "network_available", lambda: True)
+  monkeypatch.setattr(tfds, "builder", lambda name, **kw: (
+      FakeBuilder(name, **kw) if kw.get("file_format") == "array_record" and not calls
+      else real_builder(name, **kw)))
+  root = tmp_path / "fresh"  # does not exist yet
+  source = input_pipeline.load_split(_mnist_config(str(root), download=True), "train")
+  assert calls == [("mnist", str(root), "array_record")]
+  assert len(source) == 6 and source.get(np.arange(6))["image"].shape == (6, 28, 28, 1)
+  input_pipeline.load_split(_mnist_config(str(root), download=True), "train")
+  assert len(calls) == 1  # prepared once; the second run reads it
+
+
 def test_missing_data_dir_is_named(tmp_path, no_network):
   config = _data(name="cifar10", data_dir=str(tmp_path / "nowhere"), image_size=32, channels=3)
   with pytest.raises(FileNotFoundError) as info:

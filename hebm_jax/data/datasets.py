@@ -88,6 +88,7 @@ class DataOptions:
   """`config.data` as plain values; fields a config lacks take these defaults."""
   name: str = "svhn_cropped"
   data_dir: str = ""
+  download: bool = False
   train_split: str = "train"
   eval_split: str = "test"
   image_size: int = 32
@@ -233,7 +234,7 @@ def validate_data_config(data_config) -> None:
           f"must be an integer digit 0-9, got {d.held_out_digit!r}.")
   require(d.anomaly_protocol in ANOMALY_PROTOCOLS, "anomaly_protocol",
           f"unknown protocol {d.anomaly_protocol!r}; expected one of {ANOMALY_PROTOCOLS}.")
-  for field in ("random_flip", "cache"):
+  for field in ("random_flip", "cache", "download"):
     require(isinstance(getattr(d, field), bool), field,
             f"must be True or False, got {getattr(d, field)!r}.")
   for field in ("worker_count", "prefetch"):

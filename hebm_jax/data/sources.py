@@ -25,6 +25,7 @@ import dataclasses
 import glob
 import io
 import os
+import socket
 import threading
 import time
 from typing import Any, Mapping
@@ -382,8 +383,41 @@ def _prepared_copies(root: str, tfds_name: str) -> list[tuple[str, str]]:
   return copies
 
 
+# `data.download`: a missing dataset is prepared by tfds only if this host answers (tfds' own data
+# bucket): one TCP connection with a short timeout, instead of minutes of tfds download retries.
+NETWORK_PROBE = ("storage.googleapis.com", 443)
+NETWORK_PROBE_TIMEOUT_S = 3.0
+
+
+def network_available() -> bool:
+  """Whether `NETWORK_PROBE` accepts a TCP connection within `NETWORK_PROBE_TIMEOUT_S`."""
+  try:
+    socket.create_connection(NETWORK_PROBE, timeout=NETWORK_PROBE_TIMEOUT_S).close()
+    return True
+  except OSError:
+    return False
+
+
+def _no_download_reason(download: bool) -> str:
+  if download:
+    host, port = NETWORK_PROBE
+    return (f"config.data.download is on, but there is no network access (no connection to "
+            f"{host}:{port} within {NETWORK_PROBE_TIMEOUT_S:g} s), so nothing was downloaded")
+  return ("nothing is downloaded unless config.data.download=True (on a machine with internet "
+          "access, tfds then prepares it in place)")
+
+
+def prepare_tfds(tfds_name: str, root: str) -> None:
+  """tfds' own download-and-prepare of `tfds_name` into data_dir `root`, as array_record."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  logging.warning("Preparing tfds dataset %r in %s (array_record): downloading; this runs once.",
+                  tfds_name, root)
+  os.makedirs(root, exist_ok=True)
+  tfds.builder(tfds_name, data_dir=root, file_format="array_record").download_and_prepare()
+
+
 def _missing_data_error(name: str, tfds_name: str, split: str, root: str, explicit_dir: bool,
-                        error: Exception) -> tuple[Exception, bool]:
+                        error: Exception, download: bool = False) -> tuple[Exception, bool]:
   """A FileNotFoundError saying what is missing and how to prepare it; and whether to chain."""
   cmd = _prepare_command(tfds_name, root)
   where = root if explicit_dir else (f"{root} (tfds' default data_dir; config.data.data_dir is "
@@ -393,10 +427,10 @@ def _missing_data_error(name: str, tfds_name: str, split: str, root: str, explic
   if not copies:
     return FileNotFoundError(
         f"config.data.name={name!r}: tfds dataset {tfds_name!r} is not prepared in {where}: "
-        f"nothing under {os.path.join(root, tfds_name)}. Nothing is downloaded here. On a machine "
-        "with internet access and tensorflow installed, prepare it in the array_record format "
-        f"that tfds.data_source reads:\n  {cmd}\nthen copy that data_dir here if needed and set "
-        "config.data.data_dir to it."), False
+        f"nothing under {os.path.join(root, tfds_name)}; {_no_download_reason(download)}. On a "
+        "machine with internet access and tensorflow installed, prepare it in the array_record "
+        f"format that tfds.data_source reads:\n  {cmd}\nthen copy that data_dir here if needed "
+        "and set config.data.data_dir to it."), False
   folders = ", ".join(folder for folder, _ in copies)
   if not readable:
     return FileNotFoundError(
@@ -412,8 +446,12 @@ def _missing_data_error(name: str, tfds_name: str, split: str, root: str, explic
       f"version, prepare it again with\n  {cmd}\nand set config.data.data_dir to that data_dir."), True
 
 
-def open_tfds(spec: DatasetSpec, split: str, data_dir: str):
-  """`tfds.data_source` for one split; fails at once, with one clear message, if it is absent."""
+def open_tfds(spec: DatasetSpec, split: str, data_dir: str, download: bool = False):
+  """`tfds.data_source` for one split; fails at once, with one clear message, if it is absent.
+
+  With `download`, a dataset absent from the data_dir is first prepared there by tfds (as
+  array_record) when the network is reachable (`network_available`); never otherwise.
+  """
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   except ImportError:
@@ -422,18 +460,22 @@ def open_tfds(spec: DatasetSpec, split: str, data_dir: str):
         "are not installed (pip install tensorflow-datasets array-record).") from None
   explicit_dir = bool(data_dir)
   root = os.path.expanduser(data_dir) if explicit_dir else tfds.core.constants.get_default_data_dir()
-  if explicit_dir and not os.path.isdir(root):
+  missing = (explicit_dir and not os.path.isdir(root)) or not _prepared_copies(root, spec.tfds_name)
+  if missing and download and network_available():
+    prepare_tfds(spec.tfds_name, root)
+  elif explicit_dir and not os.path.isdir(root):
     raise FileNotFoundError(
         f"config.data.data_dir={data_dir!r} does not exist or is not a directory (looking for "
         f"tfds dataset {spec.tfds_name!r} of config.data.name={spec.name!r}). Prepare the dataset "
         "on a machine with internet access and tensorflow installed:\n  "
         f"{_prepare_command(spec.tfds_name, root)}\nand point config.data.data_dir at that "
-        "data_dir.")
+        f"data_dir ({_no_download_reason(download)}).")
   try:
     return tfds.data_source(spec.tfds_name, split=split, data_dir=root if explicit_dir else None,
                             download=False)
   except Exception as e:  # pylint: disable=broad-except  # tfds raises many types for this
-    error, chain = _missing_data_error(spec.name, spec.tfds_name, split, root, explicit_dir, e)
+    error, chain = _missing_data_error(spec.name, spec.tfds_name, split, root, explicit_dir, e,
+                                       download)
     if chain:
       raise error from e
     raise error from None
@@ -474,7 +516,7 @@ def load_mnist_anomaly(d: DataOptions, split: str) -> IndexView:
 
 def tfds_source(d: DataOptions, split: str, label: str | None) -> TfdsSource:
   """The tfds split `split` (a plain split name) of `d.spec`, as a source."""
-  data_source = open_tfds(d.spec, split, d.data_dir)
+  data_source = open_tfds(d.spec, split, d.data_dir, d.download)
   return TfdsSource(data_source, d.spec, label, d.image_size,
                     ArrayRecordShards.of(data_source, split))
 

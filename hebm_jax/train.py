@@ -186,12 +186,16 @@ def state_from_params(model: HEBM, params: dict, sn_state: dict, step: int = 0,
                     batch_stats=batch_stats or {})
 
 
+def _variables(params: dict, batch_stats: dict, name: str) -> dict:
+  variables = {"params": params}
+  if batch_stats:
+    variables["batch_stats"] = batch_stats[name]
+  return variables
+
+
 def network_variables(state: TrainState, name: str) -> dict:
   """Flax variables of network `name` ('encoder' or 'generator'): params, plus batch-norm stats."""
-  variables = {"params": state.params[name]}
-  if state.batch_stats:
-    variables["batch_stats"] = state.batch_stats[name]
-  return variables
+  return _variables(state.params[name], state.batch_stats, name)
 
 
 def _apply_network(module, variables: dict, *args, train: bool, axis_name: str | None = None,
@@ -255,9 +259,7 @@ def train_step_from_draws(model: HEBM, state: TrainState, images: Array, draws: 
 
   # (1) generator + encoder.
   def gi_loss_fn(gi_params):
-    net = {k: {"params": gi_params[k], **({"batch_stats": state.batch_stats[k]}
-                                          if state.batch_stats else {})}
-           for k in ("encoder", "generator")}
+    net = {k: _variables(gi_params[k], state.batch_stats, k) for k in ("encoder", "generator")}
     (means, logvars), enc_stats = _apply_network(model.encoder, net["encoder"], images,
                                                  train=True, axis_name=axis_name)
     eps = models.split_latents(draws.eps, model.z_dims)

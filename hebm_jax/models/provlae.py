@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from hebm_jax.models.layers import GaussianHead, conv_transpose, output_image
-from hebm_jax.models.vlae import Block
+from hebm_jax.models.vlae import Block, common_problems
 
 Array = jax.Array
 
@@ -127,11 +127,11 @@ class ProGenerator(_ProModule):
 def check(config) -> list[tuple[str, str]]:
   """(field, message) for each config value the 'provlae' family cannot take."""
   m, d = config.model, config.data
-  problems = []
+  problems = common_problems(config, "provlae")
   num_layers = len(m.z_dims)
-  if num_layers < 1 or any(int(z) < 1 for z in m.z_dims):
-    problems.append(("model.z_dims", f"'provlae' needs at least one latent layer, each with at "
-                     f"least one unit; got {tuple(m.z_dims)}."))
+  if num_layers < 1:
+    problems.append(("model.z_dims", f"'provlae' needs at least one latent layer; got "
+                     f"{tuple(m.z_dims)}."))
   if len(m.channels) != 2:
     problems.append(("model.channels", f"'provlae' takes 2 widths (conv width, dense width), e.g. "
                      f"pro-VLAE's (32, 256); got {len(m.channels)}: {tuple(m.channels)}."))
@@ -139,9 +139,6 @@ def check(config) -> list[tuple[str, str]]:
   if d.image_size % factor:
     problems.append(("data.image_size", f"{d.image_size} cannot be produced by a {num_layers}-layer "
                      f"'provlae' generator: it must be a multiple of 2**(L+1) = {factor}, e.g. 64."))
-  if m.top_width:
-    problems.append(("model.top_width", f"{m.top_width} is not read by the 'provlae' family (only "
-                     "'hs'/'fid' have a separate top width); set it to 0."))
   return problems
 
 

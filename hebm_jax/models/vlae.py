@@ -359,7 +359,8 @@ class LargeGenerator(_VLAEModule):
 # Config checks and builders (registered in `registry.FAMILIES`)
 
 
-def _common_problems(config, family: str) -> list[tuple[str, str]]:
+def common_problems(config, family: str) -> list[tuple[str, str]]:
+  """Problems every non-ladder family shares: empty latent layers, a `model.top_width` it ignores."""
   m = config.model
   problems = []
   if any(int(d) < 1 for d in m.z_dims):
@@ -374,7 +375,7 @@ def _common_problems(config, family: str) -> list[tuple[str, str]]:
 def check_small(config) -> list[tuple[str, str]]:
   """(field, message) for each config value the 'vlae_small' family cannot take."""
   m, d = config.model, config.data
-  problems = _common_problems(config, "vlae_small")
+  problems = common_problems(config, "vlae_small")
   if len(m.z_dims) < 2:
     problems.append(("model.z_dims", f"'vlae_small' needs at least 2 latent layers, got "
                      f"{len(m.z_dims)}: {tuple(m.z_dims)}."))
@@ -390,7 +391,7 @@ def check_small(config) -> list[tuple[str, str]]:
 def check_large(config) -> list[tuple[str, str]]:
   """(field, message) for each config value the 'vlae_large' family cannot take."""
   m, d = config.model, config.data
-  problems = _common_problems(config, "vlae_large")
+  problems = common_problems(config, "vlae_large")
   if len(m.z_dims) != 4:
     problems.append(("model.z_dims", f"'vlae_large' (VLAE LargeLayers) has exactly 4 latent layers, "
                      f"got {len(m.z_dims)}: {tuple(m.z_dims)}."))

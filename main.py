@@ -1,11 +1,14 @@
 """hebm-jax entry point: `python main.py --config=configs/digits.py --workdir=runs/digits`.
 
-Modes: `train` (default; resumes from the workdir's latest checkpoint) and `summary` (parameter
-table per network and input shapes, written to `<workdir>/summary.json`; trains nothing).
+Modes: `train` (default; resumes from the workdir's latest checkpoint), `eval` (the metrics of
+`config.eval.metrics` on the newest checkpoint(s), beside the paper's numbers; see
+`hebm_jax.evaluation`) and `summary` (parameter table per network and input shapes, written to
+`<workdir>/summary.json`; trains nothing).
 """
 
 import logging as logging_std
 import os
+import sys
 
 # TensorFlow (imported only by clu's TensorBoard writer) prints C++ INFO lines at import otherwise;
 # its oneDNN kernels are never used here.
@@ -17,9 +20,10 @@ from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and images.")
-flags.DEFINE_enum("mode", "train", ["train", "summary"],
-                  "train: train and evaluate; summary: print the parameter table and input "
-                  "shapes and write <workdir>/summary.json, without training.")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "summary"],
+                  "train: train and evaluate; eval: run config.eval.metrics on the workdir's "
+                  "newest checkpoint(s) and write <workdir>/eval/results_<step>.json; summary: "
+                  "print the parameter table and input shapes and write <workdir>/summary.json.")
 flags.DEFINE_bool("distributed", None, "Call jax.distributed.initialize(); default: when the "
                   "environment describes a multi-process job (JAX_COORDINATOR_ADDRESS, SLURM, "
                   "Open MPI, or a TPU pod).")
@@ -48,6 +52,22 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  from hebm_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from hebm_jax.config_validation import ConfigError  # pylint: disable=g-import-not-at-top
+  from hebm_jax.evaluation.driver import EvaluationError  # pylint: disable=g-import-not-at-top
+
+  try:
+    _run()
+  except (ConfigError, EvaluationError, checkpointing.IncompatibleCheckpointError,
+          FileNotFoundError) as e:
+    # Errors a user causes (config values, workdir contents, missing data) are one message, not
+    # a traceback; they are raised before anything in the workdir is changed.
+    logging.flush()
+    sys.stderr.write(f"error: {e}\n")
+    sys.exit(2)
+
+
+def _run() -> None:
   import jax  # pylint: disable=g-import-not-at-top
   from hebm_jax import train  # pylint: disable=g-import-not-at-top
   from hebm_jax.config_validation import validate_config  # pylint: disable=g-import-not-at-top
@@ -60,6 +80,9 @@ def main(argv):
   if FLAGS.mode == "summary":
     from hebm_jax import summary  # pylint: disable=g-import-not-at-top
     summary.write_summary(FLAGS.config, FLAGS.workdir)
+  elif FLAGS.mode == "eval":
+    from hebm_jax.evaluation import driver  # pylint: disable=g-import-not-at-top
+    driver.run_evaluation(FLAGS.config, FLAGS.workdir)
   elif FLAGS.mode == "train":
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

@@ -86,5 +86,30 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval = ev = ml_collections.ConfigDict()
   ev.every_steps = 5000
   ev.batch_size = 100
-  ev.num_batches = 10               # 0: the whole eval split
+  ev.num_batches = 10               # 0: the whole eval split (the MSE/KL eval during training)
+  # --mode=eval (hebm_jax.evaluation): metrics by name, run on the newest checkpoint(s).
+  ev.metrics = ("latent_attack", "traversals")  # the figures fit every dataset; each experiment
+                                    # adds its tables: 'latent_classifier', 'anomaly', 'ood', 'mig'
+                                    # (hebm_jax.evaluation.METRICS)
+  ev.checkpoint_step = 0            # 0: the newest checkpoint; else this step (must exist)
+  ev.num_checkpoints = 1            # evaluate the newest N (up to checkpoint_step): mean +- std
+  ev.score_samples = 1              # anomaly/ood: z ~ q(z|x) draws per image, log p(x, z) averaged
+  ev.classifier = ml_collections.ConfigDict(dict(
+      hidden=256, epochs=50, batch_size=256, learning_rate=1e-3,
+      num_train=0))                 # training codes used (0: the whole train split)
+  ev.ood = ml_collections.ConfigDict(dict(
+      dataset="",                   # the OOD dataset (same channels), e.g. 'mnist'
+      split="test", num_examples=0))  # 0: every example of both test sets
+  ev.mig = ml_collections.ConfigDict(dict(
+      split="train", num_images=0,  # 0: every image (3DShapes: all 480,000, as pro-VLAE)
+      num_samples=10_000,           # z samples of each entropy estimate
+      active_threshold=1e-2))       # MIG-sup counts units with Var(mean) above this
+  ev.attack = ml_collections.ConfigDict(dict(
+      num_images=8,                 # test images attacked, each towards another class's image
+      lam=1.0,                      # weight of ||d||_2 beside the layer's KL
+      num_steps=500, learning_rate=1e-2))
+  ev.traversal = ml_collections.ConfigDict(dict(
+      range=2.0, num_values=7,      # each traversed unit takes linspace(-range, range, num_values)
+      num_codes=2000,               # test codes drawn under the Langevin chains (Fig. 7)
+      num_chains=30))               # prior chains drawn (config.sampler K and s)
   return config

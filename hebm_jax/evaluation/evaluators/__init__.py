@@ -1,0 +1,14 @@
+"""One evaluator class per metric; `METRICS` maps the names of `config.eval.metrics` to them."""
+
+from hebm_jax.evaluation.evaluators.base import EvalData, EvalResult, Evaluator
+from hebm_jax.evaluation.evaluators.detection import Anomaly, OutOfDistribution
+from hebm_jax.evaluation.evaluators.figures import LatentAttack, Traversals
+from hebm_jax.evaluation.evaluators.latent_classifier import LatentClassifier
+from hebm_jax.evaluation.evaluators.mig import MutualInformationGap
+
+METRICS: dict[str, type[Evaluator]] = {
+    cls.name: cls for cls in (LatentClassifier, Anomaly, OutOfDistribution, MutualInformationGap,
+                LatentAttack, Traversals)
+}
+
+__all__ = ["METRICS", "EvalData", "EvalResult", "Evaluator"]

@@ -1,0 +1,70 @@
+"""The results of `--mode=eval`: aggregation over checkpoints, the console table, the JSON file."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+from hebm_jax.evaluation.paper import Reported
+
+
+def aggregate(per_step: dict[int, dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+  """Mean and standard deviation (population, as numpy) of each result over checkpoints."""
+  names = list(dict.fromkeys(k for v in per_step.values() for k in v))  # metric order kept
+  mean, std = {}, {}
+  for name in names:
+    values = [v[name] for v in per_step.values() if name in v]
+    mean[name] = float(np.mean(values))
+    std[name] = float(np.std(values))
+  return mean, std
+
+
+def _fmt(value: float | None, std: float | None = None) -> str:
+  if value is None:
+    return "-"
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)
+  text = f"{value:.4f}"
+  return text + (f" ± {std:.4f}" if std is not None else "")
+
+
+def format_table(mean: dict[str, float], std: dict[str, float], paper: dict[str, Reported],
+                 num_checkpoints: int) -> str:
+  """One row per result: ours (± std over checkpoints when there are several), the paper's number."""
+  rows = [("result", "ours" + (f" (mean ± std, {num_checkpoints} ckpts)" if num_checkpoints > 1 else ""),
+           "paper", "paper source")]
+  for name, value in mean.items():
+    ref = paper.get(name)
+    rows.append((name, _fmt(value, std.get(name) if num_checkpoints > 1 else None),
+                 _fmt(ref.value, ref.std) if ref else "-", ref.source if ref else ""))
+  widths = [max(len(r[i]) for r in rows) for i in range(4)]
+  lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+  lines.insert(1, "  ".join("-" * w for w in widths))
+  return "\n".join(lines)
+
+
+def _jsonable(value: Any) -> Any:
+  if isinstance(value, dict):
+    return {str(k): _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, np.ndarray):
+    return _jsonable(value.tolist())
+  if isinstance(value, (np.floating, np.integer, np.bool_)):
+    return value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)
+  return value
+
+
+def write_json(path: str, results: dict) -> None:
+  """Writes `results` as indented JSON, atomically (a half-written file never replaces a good one)."""
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(_jsonable(results), f, indent=2, sort_keys=False)
+    f.write("\n")
+  os.replace(tmp, path)

@@ -1,0 +1,249 @@
+"""`--mode=eval` end to end: every metric on a tiny model and mock data, and every bad input."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from hebm_jax import checkpointing, train
+from hebm_jax.config_validation import ConfigError
+from hebm_jax.evaluation import driver
+from tests.conftest import tiny_digits_config
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _save_checkpoints(config, workdir, steps):
+  """Checkpoints of an untrained tiny model at `steps` (parameters differ per step)."""
+  model = train.create_model(config, steps_per_epoch=10)
+  shape = (config.data.image_size, config.data.image_size, config.data.channels)
+  manager = checkpointing.make_manager(str(workdir), 10)
+  for step in steps:
+    state = train.create_train_state(model, jax.random.PRNGKey(step), shape)
+    checkpointing.save(manager, step, state.replace(step=step), config)
+  manager.wait_until_finished()
+  manager.close()
+
+
+def _files(path):
+  return sorted(str(p.relative_to(path)) for p in pathlib.Path(path).rglob("*"))
+
+
+def _fast(config):
+  config.eval.batch_size = 20
+  config.eval.classifier.epochs = 2
+  config.eval.classifier.batch_size = 50
+  config.eval.attack.num_images = 2
+  config.eval.attack.num_steps = 5
+  config.eval.traversal.num_codes = 60
+  config.eval.traversal.num_chains = 5
+  config.eval.mig.num_samples = 50
+  config.data.worker_count = 0
+  return config
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("digits_run")
+  config = _fast(tiny_digits_config())
+  _save_checkpoints(config, workdir, (2, 4, 6))
+  return config, workdir
+
+
+def test_representation_metrics_end_to_end_on_digits(digits_run):
+  config, workdir = digits_run
+  config = config.copy_and_resolve_references()
+  config.eval.metrics = ("latent_classifier", "latent_attack", "traversals")
+  out = driver.run_evaluation(config, str(workdir))
+  assert out["checkpoint_steps"] == [6]
+  names = list(out["results"])
+  assert names[:3] == ["latent_classifier/z1", "latent_classifier/z2", "latent_classifier/z3"]
+  assert all(0 <= out["results"][f"latent_classifier/z{l}"] <= 1 for l in (1, 2, 3))
+  for l in (1, 2, 3):
+    assert out["results"][f"latent_attack/z{l}_distortion"] > 0
+  saved = json.load(open(workdir / "eval" / "results_00000006.json"))
+  assert saved["results"] == pytest.approx(out["results"])
+  assert saved["settings"]["latent_classifier"]["epochs"] == 2
+  # z1 and z2 of the tiny model are 2-d: Fig. 7 for both; z3 (4-d) has none.
+  pngs = sorted(p.name for p in (workdir / "eval").glob("*.png"))
+  assert pngs == ["langevin_transition_z1_00000006.png", "langevin_transition_z2_00000006.png",
+                  "latent_attack_00000006.png", "traversals_00000006.png"]
+  assert list((workdir / "eval").glob("events.out.tfevents.*"))
+
+
+def test_several_checkpoints_give_mean_and_std_and_respect_checkpoint_step(digits_run):
+  config, workdir = digits_run
+  config = config.copy_and_resolve_references()
+  config.eval.metrics = ("latent_classifier",)
+  config.eval.num_checkpoints = 2
+  config.eval.checkpoint_step = 4
+  out = driver.run_evaluation(config, str(workdir))
+  assert out["checkpoint_steps"] == [2, 4]
+  per = out["per_checkpoint"]
+  for name, mean in out["results"].items():
+    values = [per[2][name], per[4][name]]
+    assert mean == pytest.approx(np.mean(values))
+    assert out["std_over_checkpoints"][name] == pytest.approx(np.std(values))
+  assert (workdir / "eval" / "results_00000004.json").exists()
+
+
+def test_evaluation_is_reproducible(digits_run):
+  config, workdir = digits_run
+  config = config.copy_and_resolve_references()
+  config.eval.metrics = ("latent_attack",)
+  a = driver.run_evaluation(config, str(workdir))["results"]
+  b = driver.run_evaluation(config, str(workdir))["results"]
+  assert a == b
+
+
+def _mock_config(name, **overrides):
+  from configs import fashion_mnist, mnist_anomaly, shapes3d  # pylint: disable=g-import-not-at-top
+  config = {"mnist_anomaly": mnist_anomaly, "fashion_mnist": fashion_mnist,
+            "shapes3d": shapes3d}[name].get_config()
+  config.model.channels = tuple(min(c, 8) for c in config.model.channels)
+  config.prior.width = 8
+  config.sampler.n_steps = 2
+  config.data.cache = False
+  for k, v in overrides.items():
+    section, field = k.split(".")
+    config[section][field] = v
+  return _fast(config)
+
+
+def test_anomaly_end_to_end_on_mock_mnist(tmp_path):
+  config = _mock_config("mnist_anomaly")
+  config.eval.metrics = ("anomaly",)
+  config.eval.num_checkpoints = 2
+  _save_checkpoints(config, tmp_path, (1, 2))
+  with tfds.testing.mock_data(num_examples=60):
+    out = driver.run_evaluation(config, str(tmp_path))
+  assert out["checkpoint_steps"] == [1, 2]
+  assert 0 < out["results"]["anomaly/auprc"] <= 1 and 0 <= out["results"]["anomaly/auroc"] <= 1
+  assert out["paper"]["anomaly/auprc"]["value"] == 0.722  # digit 1, Table 3
+  details = out["details"]["anomaly"]
+  assert details["num_anomalous"] > 0 and details["num_normal"] > 0
+
+
+def test_ood_end_to_end_on_mock_fashion_mnist_vs_mnist(tmp_path):
+  config = _mock_config("fashion_mnist")
+  config.eval.metrics = ("ood",)
+  config.eval.ood.num_examples = 40
+  _save_checkpoints(config, tmp_path, (3,))
+  with tfds.testing.mock_data(num_examples=50):
+    out = driver.run_evaluation(config, str(tmp_path))
+  assert set(out["results"]) == {"ood/auprc", "ood/auroc"}
+  assert out["details"]["ood"]["num_in"] == 40 and out["details"]["ood"]["num_out"] == 40
+  assert out["paper"]["ood/auroc"]["value"] == 0.897
+
+
+def test_mig_end_to_end_on_mock_shapes3d(tmp_path):
+  config = _mock_config("shapes3d")
+  config.eval.metrics = ("mig",)
+  config.eval.mig.num_images = 40
+  _save_checkpoints(config, tmp_path, (5,))
+  with tfds.testing.mock_data(num_examples=40):
+    out = driver.run_evaluation(config, str(tmp_path))
+  assert 0 <= out["results"]["mig/mig"] <= 1
+  mi = np.asarray(out["details"]["mig"]["normalised_mi"])
+  assert mi.shape == (6, sum(config.model.z_dims))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one clear error, raised before any work, and the workdir left as it was.
+
+
+@pytest.mark.parametrize("metrics, overrides, match", [
+    (("latent_clasifier",), {}, "unknown metric 'latent_clasifier'. Did you mean 'latent_classifier'"),
+    ((), {}, "no metric to evaluate"),
+    (("anomaly",), {}, "needs a dataset with anomaly labels"),
+    (("ood",), {}, "needs an out-of-distribution dataset"),
+    (("ood",), {"eval.ood.dataset": "cifar10"}, "has 3 channel"),
+    (("ood",), {"eval.ood.dataset": "imagenet"}, "unknown dataset 'imagenet'"),
+    (("mig",), {}, "needs ground-truth factor labels"),
+    (("latent_classifier", "latent_classifier"), {}, "listed twice"),
+    (("latent_attack",), {"eval.attack.num_steps": 0}, "eval.attack.num_steps"),
+    (("latent_classifier",), {"eval.num_checkpoints": 0}, "eval.num_checkpoints"),
+])
+def test_config_errors_name_the_problem_and_change_nothing(digits_run, metrics, overrides, match):
+  config, workdir = digits_run
+  config = config.copy_and_resolve_references()
+  config.eval.metrics = metrics
+  for k, v in overrides.items():
+    *path, field = k.split(".")
+    node = config
+    for p in path:
+      node = node[p]
+    node[field] = v
+  before = _files(workdir)
+  with pytest.raises(ConfigError, match=match):
+    driver.run_evaluation(config, str(workdir))
+  assert _files(workdir) == before
+
+
+def test_metric_names_accept_the_command_line_form():
+  assert driver.metric_names("anomaly, ood") == ("anomaly", "ood")
+  assert driver.metric_names(("anomaly,ood",)) == ("anomaly", "ood")
+  assert driver.metric_names(("mig",)) == ("mig",)
+
+
+def test_workdir_without_checkpoint_is_an_error_and_is_not_created(tmp_path):
+  config = _fast(tiny_digits_config())
+  config.eval.metrics = ("latent_classifier",)
+  with pytest.raises(driver.EvaluationError, match="holds no checkpoint"):
+    driver.run_evaluation(config, str(tmp_path / "never_trained"))
+  assert not (tmp_path / "never_trained").exists()
+
+
+def test_missing_checkpoint_step_lists_the_available_ones(digits_run):
+  config, workdir = digits_run
+  config = config.copy_and_resolve_references()
+  config.eval.metrics = ("latent_classifier",)
+  config.eval.checkpoint_step = 5
+  before = _files(workdir)
+  with pytest.raises(driver.EvaluationError, match=r"no such checkpoint.*steps \[2, 4, 6\]"):
+    driver.run_evaluation(config, str(workdir))
+  assert _files(workdir) == before
+
+
+def test_checkpoint_of_other_data_or_model_is_refused(tmp_path):
+  config = _mock_config("mnist_anomaly")
+  _save_checkpoints(config, tmp_path, (1,))
+  other = config.copy_and_resolve_references()
+  other.eval.metrics = ("anomaly",)
+  other.data.held_out_digit = 4
+  before = _files(tmp_path)
+  with pytest.raises(driver.EvaluationError, match="held_out_digit: checkpoint 1 vs config 4"):
+    driver.run_evaluation(other, str(tmp_path))
+  other.data.held_out_digit = 1
+  other.model.z_dims = (2, 2, 3)
+  with pytest.raises(checkpointing.IncompatibleCheckpointError, match="z_dims"):
+    driver.run_evaluation(other, str(tmp_path))
+  assert _files(tmp_path) == before
+
+
+def test_missing_dataset_fails_before_any_metric_runs(tmp_path):
+  config = _mock_config("mnist_anomaly")
+  config.data.data_dir = str(tmp_path / "no_tfds_here")
+  config.eval.metrics = ("anomaly",)
+  _save_checkpoints(config, tmp_path / "run", (1,))
+  before = _files(tmp_path / "run")
+  with pytest.raises(FileNotFoundError, match="mnist"):
+    driver.run_evaluation(config, str(tmp_path / "run"))
+  assert _files(tmp_path / "run") == before
+
+
+@pytest.mark.slow
+def test_main_eval_mode_prints_one_line_errors(tmp_path):
+  cmd = [sys.executable, "main.py", "--config=configs/digits.py", f"--workdir={tmp_path / 'w'}",
+         "--mode=eval", "--config.eval.metrics=latent_classifier,anomaly"]
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2
+  assert "error: config.eval.metrics: 'anomaly' needs a dataset with anomaly labels" in proc.stderr
+  assert "Traceback" not in proc.stderr
+  assert not (tmp_path / "w").exists()

@@ -1,0 +1,195 @@
+"""The evaluation metrics as pure functions: detection, log p(x, z), the latent classifier, results."""
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from hebm_jax import models, train
+from hebm_jax.evaluation import classifier, detection, log_joint, results
+from hebm_jax.evaluation.paper import Reported
+from tests.conftest import tiny_digits_config
+
+
+# ---------------------------------------------------------------------------------------------
+# AUPRC / AUROC.
+
+
+def test_auroc_and_auprc_of_a_hand_worked_example():
+  labels = [0, 0, 1, 1]
+  scores = [0.1, 0.4, 0.35, 0.8]
+  # Of the 4 (positive, negative) pairs, 3 are ordered correctly.
+  assert detection.auroc(labels, scores) == pytest.approx(0.75)
+  # scikit-learn's PR points (recall, precision) stop at full recall: (1, 2/3) (.5, .5) (.5, 1)
+  # (0, 1); trapezoids over recall: .5 * 1 + 0 + .5 * (.5 + 2/3) / 2.
+  assert detection.auprc(labels, scores) == pytest.approx(0.5 + 0.5 * (0.5 + 2 / 3) / 2)
+
+
+def test_detection_metrics_match_scikit_learn_with_positives_second():
+  rng = np.random.default_rng(0)
+  neg, pos = rng.normal(0, 1, 300), rng.normal(1, 1, 100)
+  out = detection.detection_metrics(neg, pos)
+  labels = np.r_[np.zeros(300), np.ones(100)]
+  scores = np.r_[neg, pos]
+  p, r, _ = skm.precision_recall_curve(labels, scores)
+  assert out["auprc"] == pytest.approx(skm.auc(r, p))
+  assert out["auroc"] == pytest.approx(skm.roc_auc_score(labels, scores))
+  assert 0.7 < out["auroc"] < 0.85  # d' = 1: AUROC = Phi(1 / sqrt 2) = 0.76
+  swapped = detection.detection_metrics(pos, neg)
+  assert swapped["auroc"] == pytest.approx(1 - out["auroc"])
+
+
+@pytest.mark.parametrize("labels, scores, match", [
+    ([0, 1, 1], [0.1, 0.2], "differ in length"),
+    ([1, 1], [0.1, 0.2], "single class"),
+    ([0, 2], [0.1, 0.2], "must be 0 or 1"),
+    ([0, 1], [0.1, np.nan], "not finite"),
+])
+def test_detection_rejects_bad_input(labels, scores, match):
+  with pytest.raises(ValueError, match=match):
+    detection.auprc(labels, scores)
+
+
+# ---------------------------------------------------------------------------------------------
+# log p(x, z).
+
+
+def test_gaussian_log_likelihood_is_the_normal_density_with_the_training_sigma():
+  rng = np.random.default_rng(1)
+  x, mu = rng.uniform(-1, 1, (3, 4, 4, 1)), rng.uniform(-1, 1, (3, 4, 4, 1))
+  gfactor = 3.0
+  sigma2 = 1 / (2 * gfactor)
+  expected = np.sum(-0.5 * np.log(2 * np.pi * sigma2) - (x - mu) ** 2 / (2 * sigma2), axis=(1, 2, 3))
+  got = log_joint.log_likelihood(jnp.asarray(x), jnp.asarray(mu), "gaussian", gfactor)
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_bernoulli_log_likelihood_is_the_cross_entropy_on_0_1_targets():
+  rng = np.random.default_rng(2)
+  x, logits = rng.uniform(-1, 1, (2, 3, 3, 1)), rng.normal(0, 2, (2, 3, 3, 1))
+  t, p = (x + 1) / 2, 1 / (1 + np.exp(-logits))
+  expected = np.sum(t * np.log(p) + (1 - t) * np.log(1 - p), axis=(1, 2, 3))
+  got = log_joint.log_likelihood(jnp.asarray(x), jnp.asarray(logits), "bernoulli", 1.0)
+  np.testing.assert_allclose(got, expected, rtol=1e-5)
+  with pytest.raises(ValueError, match="Unknown likelihood"):
+    log_joint.log_likelihood(jnp.asarray(x), jnp.asarray(logits), "laplace", 1.0)
+
+
+@pytest.mark.parametrize("prior_type", ["ebm", "gaussian"])
+def test_anomaly_score_matches_a_hand_computation_on_a_tiny_model(prior_type):
+  config = tiny_digits_config()
+  config.prior.type = prior_type
+  model = train.create_model(config, steps_per_epoch=10)
+  shape = (config.data.image_size, config.data.image_size, config.data.channels)
+  state = train.create_train_state(model, jax.random.PRNGKey(0), shape)
+  x = jax.random.uniform(jax.random.PRNGKey(1), (5,) + shape, minval=-1, maxval=1)
+  key = jax.random.PRNGKey(7)
+
+  # By hand, with the key derivation the docstring documents: split(key, S), then one key per layer.
+  means, logvars = model.encoder.apply({"params": state.params["encoder"]}, x)
+  (k,) = jax.random.split(key, 1)
+  eps = [jax.random.normal(kl, m.shape) for kl, m in zip(jax.random.split(k, len(means)), means)]
+  zs = [np.asarray(m) + np.exp(0.5 * np.asarray(lv)) * np.asarray(e)
+        for m, lv, e in zip(means, logvars, eps)]
+  g = np.asarray(model.generator.apply({"params": state.params["generator"]},
+                                       [jnp.asarray(z) for z in zs]))
+  z = np.concatenate(zs, axis=1)
+  sigma2 = 1 / (2 * config.objective.gfactor)
+  log_px = np.sum(-0.5 * np.log(2 * np.pi * sigma2) - (np.asarray(x) - g) ** 2 / (2 * sigma2),
+                  axis=(1, 2, 3))
+  log_p0 = np.sum(-0.5 * z ** 2 - 0.5 * np.log(2 * np.pi), axis=1)
+  f = 0.0
+  if prior_type == "ebm":
+    f = np.asarray(model.prior.apply({"params": state.params["prior"],
+                                      "batch_stats": state.sn_state}, jnp.asarray(z),
+                                     update_stats=False))
+  expected = -(log_px + f + log_p0)
+  got = log_joint.anomaly_scores(model, state, x, key, 1)
+  np.testing.assert_allclose(got, expected, rtol=2e-4)
+  # More draws: the mean of the per-draw log joints.
+  per_draw = log_joint.posterior_log_joint(model, state, x, key, 3)
+  assert per_draw.shape == (3, 5)
+  np.testing.assert_allclose(log_joint.anomaly_scores(model, state, x, key, 3),
+                             -np.mean(per_draw, axis=0), rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The latent classifier.
+
+
+def _blobs(n, d, classes, spread, seed):
+  rng = np.random.default_rng(seed)
+  centres = rng.normal(0, 5, (classes, d))
+  labels = rng.integers(0, classes, n)
+  return centres[labels] + spread * rng.normal(size=(n, d)), labels
+
+
+def test_latent_classifier_separates_separable_codes():
+  codes, labels = _blobs(1200, 2, 4, 0.3, 0)
+  out = classifier.latent_classifier(codes[:1000], labels[:1000], codes[1000:], labels[1000:], 4,
+                                     jax.random.PRNGKey(0), epochs=20, batch_size=100)
+  assert out.accuracy > 0.97 and out.train_accuracy > 0.97
+  assert out.losses.shape == (20,) and out.losses[-1] < out.losses[0]
+
+
+def test_latent_classifier_is_at_chance_on_codes_without_information():
+  rng = np.random.default_rng(1)
+  codes, labels = rng.normal(size=(1500, 2)), rng.integers(0, 5, 1500)
+  out = classifier.latent_classifier(codes[:1000], labels[:1000], codes[1000:], labels[1000:], 5,
+                                     jax.random.PRNGKey(0), epochs=5, batch_size=100)
+  assert abs(out.accuracy - 0.2) < 0.07
+
+
+def test_latent_classifier_is_deterministic_given_its_key():
+  codes, labels = _blobs(400, 3, 3, 2.0, 2)
+  run = lambda seed: classifier.latent_classifier(codes[:300], labels[:300], codes[300:], labels[300:],
+                                                  3, jax.random.PRNGKey(seed), epochs=3, batch_size=50)
+  a, b = run(0), run(0)
+  np.testing.assert_array_equal(a.losses, b.losses)
+  assert not np.array_equal(a.losses, run(1).losses)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(test_codes=np.zeros((5, 3))), "same d"),
+    (dict(train_labels=np.zeros(7, int)), "labels"),
+    (dict(train_labels=np.full(10, 4)), r"in \[0, 3\)"),
+    (dict(batch_size=64), "fewer than one batch"),
+])
+def test_latent_classifier_rejects_bad_input(kwargs, match):
+  args = dict(train_codes=np.zeros((10, 2)), train_labels=np.zeros(10, int),
+              test_codes=np.zeros((5, 2)), test_labels=np.zeros(5, int), num_classes=3,
+              key=jax.random.PRNGKey(0), batch_size=5)
+  args.update(kwargs)
+  with pytest.raises(ValueError, match=match):
+    classifier.latent_classifier(**args)
+
+
+# ---------------------------------------------------------------------------------------------
+# Results: aggregation, table, JSON.
+
+
+def test_aggregate_keeps_metric_order_and_gives_mean_and_std():
+  mean, std = results.aggregate({10: {"b": 1.0, "a": 2.0}, 20: {"b": 3.0, "a": 2.0}})
+  assert list(mean) == ["b", "a"]
+  assert mean == {"b": 2.0, "a": 2.0} and std == {"b": 1.0, "a": 0.0}
+
+
+def test_table_puts_the_papers_number_beside_ours():
+  table = results.format_table({"anomaly/auprc": 0.7, "anomaly/auroc": 0.8},
+                               {"anomaly/auprc": 0.01, "anomaly/auroc": 0.02},
+                               {"anomaly/auprc": Reported(0.722, 0.01, "Table 3")}, 5)
+  row = next(l for l in table.splitlines() if l.startswith("anomaly/auprc"))
+  assert "0.7000 ± 0.0100" in row and "0.7220 ± 0.0100" in row and "Table 3" in row
+  row = next(l for l in table.splitlines() if l.startswith("anomaly/auroc"))
+  assert row.split()[-1] == "-"
+
+
+def test_results_json_is_written_atomically_and_holds_arrays(tmp_path):
+  path = str(tmp_path / "r.json")
+  results.write_json(path, {"a": np.float32(0.5), "m": np.eye(2), "steps": (1, 2), "x": float("nan")})
+  assert json.load(open(path)) == {"a": 0.5, "m": [[1.0, 0.0], [0.0, 1.0]], "steps": [1, 2], "x": "nan"}
+  assert not (tmp_path / "r.json.tmp").exists()

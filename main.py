@@ -1,9 +1,12 @@
 """hebm-jax entry point: `python main.py --config=configs/digits.py --workdir=runs/digits`.
 
-Modes: `train` (default; resumes from the workdir's latest checkpoint), `eval` (the metrics of
-`config.eval.metrics` on the newest checkpoint(s), beside the paper's numbers; see
-`hebm_jax.evaluation`) and `summary` (parameter table per network and input shapes, written to
-`<workdir>/summary.json`; trains nothing).
+Modes:
+  train    (default) trains, resuming from the workdir's latest checkpoint;
+  eval     the metrics of `config.eval.metrics` on the newest checkpoint(s), beside the paper's
+           numbers (`hebm_jax.evaluation`);
+  sample   prior samples, reconstructions and hierarchical grids of a checkpoint, as PNG and .npz
+           (`hebm_jax.generate`, `config.sample`);
+  summary  parameter table per network and input shapes, written to `<workdir>/summary.json`.
 """
 
 import logging as logging_std
@@ -20,9 +23,11 @@ from ml_collections import config_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and images.")
-flags.DEFINE_enum("mode", "train", ["train", "eval", "summary"],
+flags.DEFINE_enum("mode", "train", ["train", "eval", "sample", "summary"],
                   "train: train and evaluate; eval: run config.eval.metrics on the workdir's "
-                  "newest checkpoint(s) and write <workdir>/eval/results_<step>.json; summary: "
+                  "newest checkpoint(s) and write <workdir>/eval/results_<step>.json; sample: write "
+                  "prior samples, reconstructions and hierarchical grids (PNG and .npz) of a "
+                  "checkpoint under <workdir>/samples/ (config.sample); summary: "
                   "print the parameter table and input shapes and write <workdir>/summary.json.")
 flags.DEFINE_bool("distributed", None, "Call jax.distributed.initialize(); default: when the "
                   "environment describes a multi-process job (JAX_COORDINATOR_ADDRESS, SLURM, "
@@ -83,6 +88,9 @@ def _run() -> None:
   elif FLAGS.mode == "eval":
     from hebm_jax.evaluation import driver  # pylint: disable=g-import-not-at-top
     driver.run_evaluation(FLAGS.config, FLAGS.workdir)
+  elif FLAGS.mode == "sample":
+    from hebm_jax import generate  # pylint: disable=g-import-not-at-top
+    generate.write_samples(FLAGS.config, FLAGS.workdir)
   elif FLAGS.mode == "train":
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

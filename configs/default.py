@@ -88,7 +88,7 @@ def get_config() -> ml_collections.ConfigDict:
   ev.batch_size = 100
   ev.num_batches = 10               # 0: the whole eval split (the MSE/KL eval during training)
   # --mode=eval (hebm_jax.evaluation): metrics by name, run on the newest checkpoint(s).
-  ev.metrics = ("latent_attack", "traversals")  # the figures fit every dataset; each experiment
+  ev.metrics = ("mse", "latent_attack", "traversals")  # these fit every dataset; each experiment
                                     # adds its tables: 'latent_classifier', 'anomaly', 'ood', 'mig'
                                     # (hebm_jax.evaluation.METRICS)
   ev.checkpoint_step = 0            # 0: the newest checkpoint; else this step (must exist)
@@ -100,6 +100,7 @@ def get_config() -> ml_collections.ConfigDict:
   ev.ood = ml_collections.ConfigDict(dict(
       dataset="",                   # the OOD dataset (same channels), e.g. 'mnist'
       split="test", num_examples=0))  # 0: every example of both test sets
+  ev.mse = ml_collections.ConfigDict(dict(num_images=0))  # test images reconstructed (0: all)
   ev.mig = ml_collections.ConfigDict(dict(
       split="train", num_images=0,  # 0: every image (3DShapes: all 480,000, as pro-VLAE)
       num_samples=10_000,           # z samples of each entropy estimate
@@ -112,4 +113,13 @@ def get_config() -> ml_collections.ConfigDict:
       range=2.0, num_values=7,      # each traversed unit takes linspace(-range, range, num_values)
       num_codes=2000,               # test codes drawn under the Langevin chains (Fig. 7)
       num_chains=30))               # prior chains drawn (config.sampler K and s)
+
+  config.sample = sample = ml_collections.ConfigDict()  # --mode=sample (hebm_jax.generate)
+  sample.checkpoint_step = 0        # 0: the newest checkpoint
+  sample.num_samples = 100          # prior samples written (images and latents)
+  sample.num_reconstructions = 32   # test images reconstructed (0: none, no data read)
+  sample.n_steps = 0                # Langevin steps; 0: sampler.n_steps (the training K)
+  sample.step_size = 0.0            # 0: sampler.step_size
+  sample.method = "langevin"        # 'langevin' (the training sampler) or 'mala' (Metropolis-adjusted)
+  sample.seed = 0                   # folded into the sampling key: other seeds, other samples
   return config

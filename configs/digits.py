@@ -45,5 +45,5 @@ def get_config():
   config.logging.num_images = 64
   config.eval.every_steps = 2000
   config.eval.num_batches = 0
-  config.eval.metrics = ("latent_classifier", "latent_attack", "traversals")  # Table 1, Figs. 6, 7, 9
+  config.eval.metrics = ("latent_classifier", "mse", "latent_attack", "traversals")  # Table 1, 2; Figs. 6, 7, 9
   return config

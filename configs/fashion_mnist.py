@@ -11,6 +11,6 @@ from configs import mnist
 def get_config():
   config = mnist.get_config()
   config.data.name = "fashion_mnist"
-  config.eval.metrics = ("latent_classifier", "ood", "latent_attack", "traversals")
+  config.eval.metrics = ("latent_classifier", "ood", "mse", "latent_attack", "traversals")
   config.eval.ood.dataset = "mnist"          # Supp. Table 1: F-MNIST in, MNIST (test) out
   return config

@@ -33,5 +33,5 @@ def get_config():
   config.checkpoint.max_to_keep = 10
   config.logging.image_every_steps = 2000
   config.eval.every_steps = 2000
-  config.eval.metrics = ("latent_classifier", "latent_attack", "traversals")  # Table 1, Figs. 6, 7, 9
+  config.eval.metrics = ("latent_classifier", "mse", "latent_attack", "traversals")  # Table 1, 2; Figs. 6, 7, 9
   return config

@@ -27,5 +27,5 @@ def get_config():
   config.objective.likelihood = "bernoulli"
   config.objective.gfactor = 1.0
   config.train.num_steps = 70_500           # 15 epochs, pro-VLAE's per-stage budget
-  config.eval.metrics = ("mig", "latent_attack", "traversals")  # Supp. Table 2
+  config.eval.metrics = ("mig", "mse", "latent_attack", "traversals")  # Supp. Table 2
   return config

@@ -12,27 +12,21 @@ from __future__ import annotations
 
 import datetime
 import difflib
-import functools
 import os
 import sys
 import time
 
 import jax
 from absl import logging
-from etils import epath
 
-from hebm_jax import checkpointing, visualization
+from hebm_jax import checkpointing, summary, visualization
 from hebm_jax.config_validation import ConfigError
+from hebm_jax.evaluation import checkpoints
 from hebm_jax.evaluation import results as results_lib
+from hebm_jax.evaluation.checkpoints import EvaluationError  # re-exported for callers
 from hebm_jax.evaluation.evaluators import METRICS, EvalData
 
-# Fields of config.data that change which examples a metric sees; they must match the checkpoint's.
-_DATA_FIELDS = ("name", "classes", "held_out_digit", "anomaly_protocol", "image_size", "channels")
 _EVAL_STREAM = 3  # fold_in index of the evaluation key (0-2 are init, training and image keys)
-
-
-class EvaluationError(ValueError):
-  """The workdir cannot be evaluated as configured (no checkpoint, unknown step, wrong data)."""
 
 
 def metric_names(value) -> tuple[str, ...]:
@@ -68,54 +62,6 @@ def resolve_metrics(config) -> list[type]:
   return classes
 
 
-def checkpoint_steps(workdir: str) -> list[int]:
-  """Steps of the finished checkpoints in `workdir/checkpoints` (sorted; [] when none). Reads only."""
-  directory = epath.Path(checkpointing.checkpoint_dir(workdir))
-  if not directory.is_dir():
-    return []
-  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir())
-
-
-def select_steps(workdir: str, config) -> list[int]:
-  """The checkpoints to evaluate: the newest eval.num_checkpoints up to eval.checkpoint_step.
-
-  Raises:
-    EvaluationError: no checkpoint in the workdir, or eval.checkpoint_step is not one of them.
-  """
-  steps = checkpoint_steps(workdir)
-  where = checkpointing.checkpoint_dir(workdir)
-  if not steps:
-    raise EvaluationError(f"--workdir={workdir} holds no checkpoint (looked in {where}); train "
-                          "first with --mode=train, or point --workdir at a trained run.")
-  wanted = config.eval.checkpoint_step
-  if wanted:
-    if wanted not in steps:
-      raise EvaluationError(f"config.eval.checkpoint_step={wanted}: no such checkpoint in {where}; "
-                            f"it holds steps {steps}.")
-    steps = [s for s in steps if s <= wanted]
-  return steps[-config.eval.num_checkpoints:]
-
-
-def check_data_matches(saved: dict, config) -> None:
-  """Raises `EvaluationError` if the checkpoint was trained on other data than the config names."""
-  diffs = []
-  for field in _DATA_FIELDS:
-    a = saved.get("data", {}).get(field)
-    b = checkpointing.config_to_dict(config)["data"].get(field)
-    if field in ("held_out_digit", "anomaly_protocol") and config.data.name != "mnist_anomaly":
-      continue
-    if a is not None and a != b:
-      diffs.append(f"data.{field}: checkpoint {a!r} vs config {b!r} "
-                   f"(pass --config.data.{field}={_flag_value(a)})")
-  if diffs:
-    raise EvaluationError("The checkpoints were trained on other data than the config describes:\n  "
-                          + "\n  ".join(diffs))
-
-
-def _flag_value(value) -> str:
-  return ",".join(map(str, value)) if isinstance(value, list) else str(value)
-
-
 def _check_eval_fields(config) -> None:
   ev = config.eval
   if not (isinstance(ev.checkpoint_step, int) and ev.checkpoint_step >= 0):
@@ -141,19 +87,10 @@ def run_evaluation(config, workdir: str) -> dict:
 
   _check_eval_fields(config)
   metric_classes = resolve_metrics(config)
-  steps = select_steps(workdir, config)
-  manager = checkpointing.make_manager(workdir, max(len(checkpoint_steps(workdir)), 1), create=False)
-  saved = checkpointing.saved_config(manager, steps[-1])
-  diffs = checkpointing.architecture_differences(saved, config)
-  if diffs:
-    raise checkpointing.IncompatibleCheckpointError(
-        f"The checkpoints in {workdir} were written for a different model:\n  " + "\n  ".join(diffs))
-  check_data_matches(saved, config)
-
+  steps = checkpoints.select_steps(workdir, config.eval.checkpoint_step, config.eval.num_checkpoints)
+  manager = checkpoints.restore_config_checked(workdir, steps, config)
   model = train.create_model(config, steps_per_epoch=1)  # schedules play no part in evaluation
-  image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
-  abstract = jax.eval_shape(functools.partial(train.create_train_state, model,
-                                              image_shape=image_shape), jax.random.PRNGKey(0))
+  abstract = summary.abstract_state(config)
   data = EvalData(config, model)
   evaluators = [cls(config, model, data) for cls in metric_classes]  # opens the data it needs
 

@@ -5,10 +5,11 @@ from hebm_jax.evaluation.evaluators.detection import Anomaly, OutOfDistribution
 from hebm_jax.evaluation.evaluators.figures import LatentAttack, Traversals
 from hebm_jax.evaluation.evaluators.latent_classifier import LatentClassifier
 from hebm_jax.evaluation.evaluators.mig import MutualInformationGap
+from hebm_jax.evaluation.evaluators.reconstruction import ReconstructionMSE
 
 METRICS: dict[str, type[Evaluator]] = {
     cls.name: cls for cls in (LatentClassifier, Anomaly, OutOfDistribution, MutualInformationGap,
-                LatentAttack, Traversals)
+                LatentAttack, Traversals, ReconstructionMSE)
 }
 
 __all__ = ["METRICS", "EvalData", "EvalResult", "Evaluator"]

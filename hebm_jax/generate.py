@@ -1,0 +1,157 @@
+"""`--mode=sample`: prior samples, reconstructions and hierarchical grids from a checkpoint.
+
+Writes `<workdir>/samples/<step>_<method>_K<n_steps>_s<step_size>_seed<seed>/` (so samples of other
+settings never overwrite each other): `samples.png` (the first 100), `reconstructions.png` (test
+image | reconstruction from the posterior mean), `hierarchical.png` (one layer varied at a time,
+paper Fig. 4), and `samples.npz` with `images` (N, H, W, C) uint8, the latents `z1`..`zL` (N, d_l)
+float32, `originals` and `reconstructions` uint8, and the settings.
+
+`prior_sample_batches` is the batched sampler the FID evaluator shares.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from hebm_jax import models, sampler, summary, visualization
+from hebm_jax.config_validation import ConfigError
+
+Array = jax.Array
+SAMPLE_METHODS = ("langevin", "mala")
+_SAMPLE_STREAM = 4  # fold_in index of the sampling key (0-2: training, 3: evaluation)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5, 6))
+def _sample_batch(model, state, key, batch_size: int, n_steps: int, step_size: float, method: str):
+  from hebm_jax.train import network_variables  # pylint: disable=g-import-not-at-top
+  k_init, k_chain = jax.random.split(key)
+  z0 = jax.random.normal(k_init, (batch_size, model.latent_dim))
+  params, sn = state.params["prior"], state.sn_state
+  acceptance = jnp.ones((batch_size,))
+  if method == "mala" and model.prior is not None:
+    z, _, info = sampler.sample_prior_mala(model.prior, params, sn, z0, k_chain, n_steps, step_size)
+    acceptance = info["acceptance_rate"]
+  else:
+    z, _ = sampler.sample_prior(model.prior, params, sn, z0, k_chain, n_steps, step_size)
+  zs = models.split_latents(z, model.z_dims)
+  images = model.generator.apply(network_variables(state, "generator"), zs)
+  return images, zs, acceptance
+
+
+def prior_sample_batches(model, state, key: Array, num: int, batch_size: int, n_steps: int,
+                         step_size: float, method: str = "langevin") -> Iterator[tuple]:
+  """Yields (images (b, H, W, C) in [-1, 1], list of L latents (b, d_l), MALA acceptance (b,))
+  until `num` samples are out; batch i uses fold_in(key, i), so samples do not depend on memory.
+
+  `method` 'langevin' is the training sampler (short-run, unadjusted); 'mala' adds the
+  Metropolis accept step (acceptance 1 for the unadjusted sampler and the Gaussian prior).
+  """
+  if method not in SAMPLE_METHODS:
+    raise ValueError(f"unknown sampling method {method!r}; expected one of {SAMPLE_METHODS}.")
+  done, i = 0, 0
+  while done < num:
+    images, zs, acc = _sample_batch(model, state, jax.random.fold_in(key, i), batch_size,
+                                    int(n_steps), float(step_size), method)
+    take = min(batch_size, num - done)
+    yield images[:take], [z[:take] for z in zs], acc[:take]
+    done, i = done + take, i + 1
+
+
+def sample_settings(config) -> dict:
+  """config.sample with its defaults resolved (0 means the training sampler's K and s)."""
+  s = config.sample
+  return {"checkpoint_step": s.checkpoint_step, "num_samples": s.num_samples,
+          "num_reconstructions": s.num_reconstructions, "method": s.method, "seed": s.seed,
+          "n_steps": s.n_steps or config.sampler.n_steps,
+          "step_size": s.step_size or config.sampler.step_size}
+
+
+def check_sample_config(config) -> None:
+  """Raises `ConfigError` naming the first invalid config.sample field."""
+  s = config.sample
+  def require(cond, field, message):
+    if not cond:
+      raise ConfigError(f"config.sample.{field}: {message}")
+  is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+  require(is_int(s.num_samples) and s.num_samples > 0, "num_samples",
+          f"must be a positive integer, got {s.num_samples!r}.")
+  for field in ("num_reconstructions", "n_steps", "checkpoint_step", "seed"):
+    require(is_int(s[field]) and s[field] >= 0, field,
+            f"must be a non-negative integer, got {s[field]!r}.")
+  require(isinstance(s.step_size, (int, float)) and s.step_size >= 0, "step_size",
+          f"must be a non-negative number (0: config.sampler.step_size), got {s.step_size!r}.")
+  require(s.method in SAMPLE_METHODS, "method",
+          f"unknown method {s.method!r}; expected one of {SAMPLE_METHODS}.")
+
+
+def _uint8(images) -> np.ndarray:
+  return np.clip((np.asarray(images) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+
+
+def write_samples(config, workdir: str) -> str:
+  """`--mode=sample`: writes the files listed in the module docstring; returns their directory."""
+  from hebm_jax import checkpointing, input_pipeline, train  # pylint: disable=g-import-not-at-top
+  from hebm_jax.evaluation import checkpoints  # pylint: disable=g-import-not-at-top
+
+  check_sample_config(config)
+  settings = sample_settings(config)
+  steps = checkpoints.select_steps(workdir, settings["checkpoint_step"], 1,
+                                   field="config.sample.checkpoint_step")
+  manager = checkpoints.restore_config_checked(workdir, steps, config)
+  source = None
+  if settings["num_reconstructions"]:
+    source = input_pipeline.load_split(config.data, config.data.eval_split)
+    input_pipeline.check_source(source, config.data)
+  model = train.create_model(config, steps_per_epoch=1)
+  state, step = checkpointing.restore(manager, summary.abstract_state(config), config, steps[-1])
+  manager.close()
+
+  key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), _SAMPLE_STREAM),
+                           settings["seed"])
+  images, latents, acceptance = [], [], []
+  for batch_images, zs, acc in prior_sample_batches(
+      model, state, key, settings["num_samples"], config.eval.batch_size, settings["n_steps"],
+      settings["step_size"], settings["method"]):
+    images.append(np.asarray(batch_images))
+    latents.append([np.asarray(z) for z in zs])
+    acceptance.append(np.asarray(acc))
+  images = np.concatenate(images)
+  zs = [np.concatenate([b[l] for b in latents]) for l in range(len(model.z_dims))]
+  acceptance = float(np.mean(np.concatenate(acceptance)))
+
+  tag = (f"{step}_{settings['method']}_K{settings['n_steps']}_s{settings['step_size']:g}"
+         f"_seed{settings['seed']}")
+  out_dir = os.path.join(workdir, "samples", tag)
+  scale = max(1, 48 // images.shape[1])
+  visualization.save_png(visualization.make_grid(images[:100]),
+                         os.path.join(out_dir, "samples.png"), scale)
+  gen_vars = train.network_variables(state, "generator")
+  shown = [jnp.asarray(z[:100]) for z in zs]
+  hierarchical = np.asarray(sampler.hierarchical_sampling(model.generator, gen_vars, shown))
+  visualization.save_png(
+      visualization.with_titles([visualization.make_grid(g) for g in hierarchical],
+                                visualization.layer_names(len(zs))),
+      os.path.join(out_dir, "hierarchical.png"), scale)
+  arrays = {"images": _uint8(images), **{f"z{l + 1}": z for l, z in enumerate(zs)}}
+  if source is not None:
+    n = min(settings["num_reconstructions"], len(source))
+    originals = source.get(np.arange(n))["image"]
+    means, _ = model.encoder.apply(train.network_variables(state, "encoder"), jnp.asarray(originals))
+    recon = np.asarray(model.generator.apply(gen_vars, means))
+    visualization.save_png(visualization.make_grid(np.concatenate([originals, recon], axis=2)),
+                           os.path.join(out_dir, "reconstructions.png"), scale)
+    arrays.update(originals=_uint8(originals), reconstructions=_uint8(recon))
+  settings.update(checkpoint_step=step, mala_acceptance_rate=acceptance)
+  np.savez_compressed(os.path.join(out_dir, "samples.npz"), settings=json.dumps(settings), **arrays)
+  logging.info("Wrote %d samples of step %d (%s, K=%d, s=%g%s) to %s", len(images), step,
+               settings["method"], settings["n_steps"], settings["step_size"],
+               f", MALA acceptance {acceptance:.3f}" if settings["method"] == "mala" else "", out_dir)
+  return out_dir

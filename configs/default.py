@@ -101,6 +101,10 @@ def get_config() -> ml_collections.ConfigDict:
       dataset="",                   # the OOD dataset (same channels), e.g. 'mnist'
       split="test", num_examples=0))  # 0: every example of both test sets
   ev.mse = ml_collections.ConfigDict(dict(num_images=0))  # test images reconstructed (0: all)
+  ev.long_run = ml_collections.ConfigDict(dict(
+      n_steps=2500, record_every=100,  # Fig. 8: 2,500 steps, an image every 100
+      num_chains=64, num_shown=8,   # chains for the energy statistics; chains shown as images
+      step_size=0.0))               # 0: sampler.step_size (the training s)
   ev.mig = ml_collections.ConfigDict(dict(
       split="train", num_images=0,  # 0: every image (3DShapes: all 480,000, as pro-VLAE)
       num_samples=10_000,           # z samples of each entropy estimate

@@ -4,12 +4,13 @@ from hebm_jax.evaluation.evaluators.base import EvalData, EvalResult, Evaluator
 from hebm_jax.evaluation.evaluators.detection import Anomaly, OutOfDistribution
 from hebm_jax.evaluation.evaluators.figures import LatentAttack, Traversals
 from hebm_jax.evaluation.evaluators.latent_classifier import LatentClassifier
+from hebm_jax.evaluation.evaluators.long_run import LongRunLangevin
 from hebm_jax.evaluation.evaluators.mig import MutualInformationGap
 from hebm_jax.evaluation.evaluators.reconstruction import ReconstructionMSE
 
 METRICS: dict[str, type[Evaluator]] = {
     cls.name: cls for cls in (LatentClassifier, Anomaly, OutOfDistribution, MutualInformationGap,
-                LatentAttack, Traversals, ReconstructionMSE)
+                LatentAttack, Traversals, ReconstructionMSE, LongRunLangevin)
 }
 
 __all__ = ["METRICS", "EvalData", "EvalResult", "Evaluator"]

@@ -44,6 +44,10 @@ def _fast(config):
   config.eval.traversal.num_codes = 60
   config.eval.traversal.num_chains = 5
   config.eval.mig.num_samples = 50
+  config.eval.long_run.n_steps = 20
+  config.eval.long_run.record_every = 10
+  config.eval.long_run.num_chains = 4
+  config.eval.long_run.num_shown = 2
   config.data.worker_count = 0
   return config
 
@@ -75,6 +79,21 @@ def test_representation_metrics_end_to_end_on_digits(digits_run):
   assert pngs == ["langevin_transition_z1_00000006.png", "langevin_transition_z2_00000006.png",
                   "latent_attack_00000006.png", "traversals_00000006.png"]
   assert list((workdir / "eval").glob("events.out.tfevents.*"))
+
+
+def test_generation_metrics_end_to_end_on_digits(digits_run):
+  config, workdir = digits_run
+  config = config.copy_and_resolve_references()
+  config.eval.metrics = ("mse", "long_run")
+  config.eval.checkpoint_step = 4
+  out = driver.run_evaluation(config, str(workdir))
+  r = out["results"]
+  assert r["mse/mse_01"] == pytest.approx(r["mse/mse"] / 4)
+  assert 0 < r["mse/mse"] < 4
+  assert 0 < r["long_run/mala_acceptance_K"] <= 1 and 0 < r["long_run/mala_acceptance_long"] <= 1
+  assert list(out["details"]["long_run"]["steps"]) == [0, 10, 20]
+  assert (workdir / "eval" / "long_run_energy_00000004.png").exists()
+  assert (workdir / "eval" / "long_run_samples_00000004.png").exists()
 
 
 def test_several_checkpoints_give_mean_and_std_and_respect_checkpoint_step(digits_run):
@@ -169,6 +188,8 @@ def test_mig_end_to_end_on_mock_shapes3d(tmp_path):
     (("latent_classifier", "latent_classifier"), {}, "listed twice"),
     (("latent_attack",), {"eval.attack.num_steps": 0}, "eval.attack.num_steps"),
     (("latent_classifier",), {"eval.num_checkpoints": 0}, "eval.num_checkpoints"),
+    (("long_run",), {"eval.long_run.record_every": 7}, "must divide eval.long_run.n_steps"),
+    (("long_run",), {"prior.type": "gaussian"}, "the Gaussian prior has none"),
 ])
 def test_config_errors_name_the_problem_and_change_nothing(digits_run, metrics, overrides, match):
   config, workdir = digits_run

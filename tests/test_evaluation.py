@@ -193,3 +193,35 @@ def test_results_json_is_written_atomically_and_holds_arrays(tmp_path):
   results.write_json(path, {"a": np.float32(0.5), "m": np.eye(2), "steps": (1, 2), "x": float("nan")})
   assert json.load(open(path)) == {"a": 0.5, "m": [[1.0, 0.0], [0.0, 1.0]], "steps": [1, 2], "x": "nan"}
   assert not (tmp_path / "r.json.tmp").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Long-run Langevin profile.
+
+
+def test_long_run_profile_records_the_requested_steps_of_the_training_chain():
+  from hebm_jax import sampler  # pylint: disable=g-import-not-at-top
+  from hebm_jax.evaluation import long_run  # pylint: disable=g-import-not-at-top
+  energy = lambda z: -0.25 * jnp.sum((z - 1.0) ** 2, axis=-1)   # a known f
+  decode = lambda z: jnp.tile(z[:, :1, None, None], (1, 2, 2, 1))
+  z0 = jax.random.normal(jax.random.PRNGKey(0), (6, 3))
+  key = jax.random.PRNGKey(1)
+  out = long_run.long_run_profile(energy, decode, z0, key, 40, 0.3, 10, 2)
+  np.testing.assert_array_equal(out["steps"], [0, 10, 20, 30, 40])
+  assert out["neg_f"].shape == out["energy"].shape == (5, 6)
+  assert out["images"].shape == (5, 2, 2, 2, 1)
+  np.testing.assert_allclose(out["neg_f"][0], -energy(z0), rtol=1e-6)
+  # The last record is the plain Langevin chain on f - |z|^2/2 with the same key.
+  z_end = sampler.langevin(lambda z: energy(z) - 0.5 * jnp.sum(z ** 2, -1), z0, key, 40, 0.3)
+  np.testing.assert_allclose(out["neg_f"][-1], -energy(z_end), rtol=1e-5)
+  np.testing.assert_allclose(out["energy"][-1], -energy(z_end) + 0.5 * jnp.sum(z_end ** 2, -1),
+                             rtol=1e-5)
+
+
+def test_energy_profile_figure_is_an_rgb_image():
+  from hebm_jax.evaluation import long_run  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  image = long_run.energy_profile_figure(np.arange(0, 50, 10), rng.normal(size=(5, 4)),
+                                         rng.normal(size=(5, 4)), "t", train_steps=20)
+  assert image.ndim == 3 and image.shape[-1] == 3
+  assert image.dtype == np.float32 and 0 <= image.min() and image.max() <= 1

@@ -101,6 +101,16 @@ def get_config() -> ml_collections.ConfigDict:
       dataset="",                   # the OOD dataset (same channels), e.g. 'mnist'
       split="test", num_examples=0))  # 0: every example of both test sets
   ev.mse = ml_collections.ConfigDict(dict(num_images=0))  # test images reconstructed (0: all)
+  ev.cache_dir = ""                  # FID reference statistics, feature classifier; '': ~/.cache/hebm_jax
+  ev.fid = ml_collections.ConfigDict(dict(
+      inception_weights="",         # pytorch-fid's pt_inception-2015-12-05-6726825d.pth or its .npz
+      num_samples=50_000,           # prior samples (the training K and s)
+      num_reference=50_000,         # random reference images (REFERENCE 3.1: 50,000 training images)
+      reference_split="",           # '': data.train_split
+      kid_subsets=100, kid_subset_size=1000))
+  ev.classifier_fd = ml_collections.ConfigDict(dict(  # offline stand-in for FID on labelled data
+      num_samples=10_000, num_reference=10_000, reference_split="",
+      num_train=60_000, epochs=2))  # the feature classifier's training images and epochs
   ev.long_run = ml_collections.ConfigDict(dict(
       n_steps=2500, record_every=100,  # Fig. 8: 2,500 steps, an image every 100
       num_chains=64, num_shown=8,   # chains for the energy statistics; chains shown as images

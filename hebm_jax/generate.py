@@ -113,6 +113,7 @@ def write_samples(config, workdir: str) -> str:
   model = train.create_model(config, steps_per_epoch=1)
   state, step = checkpointing.restore(manager, summary.abstract_state(config), config, steps[-1])
   manager.close()
+  state = jax.device_put(state)
 
   key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), _SAMPLE_STREAM),
                            settings["seed"])

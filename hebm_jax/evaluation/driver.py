@@ -105,6 +105,7 @@ def run_evaluation(config, workdir: str) -> dict:
                ", ".join(ev.name for ev in evaluators))
   for step in steps:
     state, _ = checkpointing.restore(manager, abstract, config, step)
+    state = jax.device_put(state)  # once, not with every jitted call
     newest = step == steps[-1]
     per_step[step] = {}
     for ev in evaluators:

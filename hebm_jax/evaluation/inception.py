@@ -22,11 +22,11 @@ Input range: pytorch-fid takes images in [0, 1] and maps them to [-1, 1] by 2x -
 resize; this module takes [-1, 1] directly (the hebm-jax data and generator range). Bilinear
 resizing is affine with weights summing to one, so the order of the two steps does not matter.
 
-Resizing: for upsampling (e.g. 32 -> 299) both sample at half-pixel centres with the same
-triangle weights, and torch's clamping of source coordinates at the border equals JAX's
-renormalisation over in-range taps; the test checks the two against each other to float32
-round-off. For downsampling both use the width-1 triangle kernel without antialiasing. The only
-remaining difference is float32 round-off in the interpolation weights (about 1e-7 relative).
+Resizing: both sample at half-pixel centres with the triangle (tent) kernel of width 1 in input
+pixels, without antialiasing when downsampling; at the border torch clamps the source coordinate
+where JAX renormalises over the in-range taps, which gives the same values. The tests check
+28/32/64/512 -> 299 against `F.interpolate` (equal to 1.2e-7) and the whole network against a
+PyTorch build at 32 and 299 (5e-7 relative). What remains is float32 round-off.
 
 Precision: convolutions run at `precision='highest'` by default so that GPUs do not switch to
 TF32/bf16 passes; the result then matches a float32 CPU computation. Pass another precision to
@@ -65,7 +65,7 @@ CONVERT_COMMAND = "python -m hebm_jax.evaluation.inception --convert SRC.pth DST
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
 BN_EPSILON = 1e-3  # torchvision's BasicConv2d (TF's batch-norm epsilon)
-# Stored with every results/statistics file so that numbers state how they were made.
+# For `fid.save_statistics(implementation=...)`, so that numbers state how they were made.
 IMPLEMENTATION = (f"hebm_jax FIDInceptionV3 (port of pytorch-fid's FID Inception, weights "
                   f"{FID_WEIGHTS_FILE}), pool3 {FEATURE_DIM}-d, bilinear resize to {INPUT_SIZE}")
 
@@ -282,7 +282,8 @@ def init_random(key: Array) -> Variables:
     if path[-1] == "kernel":
       h, w, i, _ = leaf.shape
       # He-normal keeps activations O(1) through the ~94 conv layers.
-      out[path] = noise[start:start + leaf.size].reshape(leaf.shape) * float(np.sqrt(2.0 / (h * w * i)))
+      std = float(np.sqrt(2.0 / (h * w * i)))
+      out[path] = noise[start:start + leaf.size].reshape(leaf.shape) * std
       start += leaf.size
     elif path[-1] in ("scale", "var"):
       out[path] = np.ones(leaf.shape, np.float32)
@@ -315,7 +316,7 @@ def _unflat(flat: Mapping[tuple[str, ...], Any]) -> Variables:
   return out
 
 
-# Flax leaf name -> (torch suffix, collection).
+# (Flax module, leaf) -> the torch state-dict suffix.
 _LEAF_TO_TORCH = {("conv", "kernel"): "weight", ("bn", "scale"): "weight", ("bn", "bias"): "bias",
                   ("bn", "mean"): "running_mean", ("bn", "var"): "running_var"}
 
@@ -397,7 +398,8 @@ def _load_npz(path: str) -> Variables:
   with np.load(path, allow_pickle=False) as f:
     if _NPZ_FORMAT_KEY not in f.files:
       raise ValueError(f"{path} was not written by hebm_jax.evaluation.inception.save_converted "
-                       f"(no '{_NPZ_FORMAT_KEY}' entry); convert the .pth with `{CONVERT_COMMAND}`.")
+                       f"(no '{_NPZ_FORMAT_KEY}' entry); convert the .pth with "
+                       f"`{CONVERT_COMMAND}`.")
     flat = {tuple(k.split("/")): f[k] for k in f.files if k != _NPZ_FORMAT_KEY}
   want = {p: leaf.shape for p, leaf in _flat(_abstract_variables()).items()}
   missing = sorted("/".join(p) for p in want.keys() - flat.keys())
@@ -417,9 +419,9 @@ def _missing_weights_message(path: str) -> str:
   return (f"No FID Inception weights at {path}. FID/KID use pytorch-fid's Inception weights, the "
           f"file {FID_WEIGHTS_FILE}, from {FID_WEIGHTS_URL} (download it on a machine with "
           "internet access; nothing here downloads it). Convert it once to the .npz this loader "
-          f"prefers (needs torch, the CPU build is enough): "
-          f"python -m hebm_jax.evaluation.inception --convert {FID_WEIGHTS_FILE} {dst} "
-          "; a .pth path also works directly where torch is installed.")
+          "prefers (needs torch; the CPU build is enough):\n"
+          f"  python -m hebm_jax.evaluation.inception --convert {FID_WEIGHTS_FILE} {dst}\n"
+          "or pass the .pth itself where torch is installed.")
 
 
 def load_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -3,6 +3,7 @@
 from hebm_jax.evaluation.evaluators.base import EvalData, EvalResult, Evaluator
 from hebm_jax.evaluation.evaluators.detection import Anomaly, OutOfDistribution
 from hebm_jax.evaluation.evaluators.figures import LatentAttack, Traversals
+from hebm_jax.evaluation.evaluators.frechet import FID, ClassifierFD
 from hebm_jax.evaluation.evaluators.latent_classifier import LatentClassifier
 from hebm_jax.evaluation.evaluators.long_run import LongRunLangevin
 from hebm_jax.evaluation.evaluators.mig import MutualInformationGap
@@ -10,7 +11,8 @@ from hebm_jax.evaluation.evaluators.reconstruction import ReconstructionMSE
 
 METRICS: dict[str, type[Evaluator]] = {
     cls.name: cls for cls in (LatentClassifier, Anomaly, OutOfDistribution, MutualInformationGap,
-                LatentAttack, Traversals, ReconstructionMSE, LongRunLangevin)
+                LatentAttack, Traversals, ReconstructionMSE, LongRunLangevin, FID,
+                ClassifierFD)
 }
 
 __all__ = ["METRICS", "EvalData", "EvalResult", "Evaluator"]

@@ -96,6 +96,63 @@ def test_generation_metrics_end_to_end_on_digits(digits_run):
   assert (workdir / "eval" / "long_run_samples_00000004.png").exists()
 
 
+@pytest.fixture(scope="module")
+def random_inception(tmp_path_factory):
+  from hebm_jax.evaluation import inception  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path_factory.mktemp("inception") / "random_inception.npz")
+  inception.save_converted(inception.init_random(jax.random.PRNGKey(0)), path)
+  return path
+
+
+@pytest.mark.slow
+def test_fid_kid_and_classifier_fd_end_to_end_with_random_weights(digits_run, random_inception,
+                                                                   tmp_path):
+  config, workdir = digits_run
+  config = config.copy_and_resolve_references()
+  config.eval.metrics = ("fid", "classifier_fd")
+  config.eval.cache_dir = str(tmp_path / "cache")
+  config.eval.batch_size = 4
+  config.eval.fid.update(inception_weights=random_inception, num_samples=6, num_reference=8,
+                         kid_subsets=2, kid_subset_size=4)
+  config.eval.classifier_fd.update(num_samples=40, num_reference=40, num_train=200, epochs=1)
+  out = driver.run_evaluation(config, str(workdir))
+  r = out["results"]
+  assert r["fid/fid"] > 0 and np.isfinite(r["fid/kid"]) and r["classifier_fd/fd"] > 0
+  cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
+  assert any(n.startswith("fid_digits_train_16x16x1_n8") and n.endswith(".npz") for n in cached)
+  assert any(n.startswith("feature_classifier_digits") for n in cached)
+  assert out["settings"]["fid"]["num_samples"] == 6
+  # A second run reuses the cache and gives the same numbers.
+  again = driver.run_evaluation(config, str(workdir))["results"]
+  assert again == pytest.approx(r)
+  # A cached file that was made for other data is refused before any work.
+  stats = next((tmp_path / "cache").glob("fid_*.npz"))
+  config.data.image_size = 16
+  from hebm_jax.evaluation import fid  # pylint: disable=g-import-not-at-top
+  s = fid.load_statistics(stats, dataset="digits", split="train", image_shape=(16, 16, 1))
+  fid.save_statistics(stats, s.mu, s.sigma, dataset="mnist", split="train", num_images=8,
+                      image_shape=(16, 16, 1), implementation="x")
+  with pytest.raises(driver.EvaluationError, match="do not fit.*dataset='mnist'"):
+    driver.run_evaluation(config, str(workdir))
+
+
+def test_fid_needs_its_weights_before_any_work(digits_run, tmp_path):
+  config, workdir = digits_run
+  config = config.copy_and_resolve_references()
+  config.eval.metrics = ("fid",)
+  with pytest.raises(ConfigError, match="pt_inception-2015-12-05-6726825d.pth"):
+    driver.run_evaluation(config, str(workdir))
+  config.eval.fid.inception_weights = str(tmp_path / "missing.npz")
+  before = _files(workdir)
+  with pytest.raises(FileNotFoundError, match="(?s)No FID Inception weights.*--convert"):
+    driver.run_evaluation(config, str(workdir))
+  config.eval.fid.inception_weights = str(tmp_path / "w.npz")
+  config.eval.fid.num_samples = 0
+  with pytest.raises(ConfigError, match="eval.fid.num_samples: must be a positive integer"):
+    driver.run_evaluation(config, str(workdir))
+  assert _files(workdir) == before
+
+
 def test_several_checkpoints_give_mean_and_std_and_respect_checkpoint_step(digits_run):
   config, workdir = digits_run
   config = config.copy_and_resolve_references()

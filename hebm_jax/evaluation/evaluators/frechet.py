@@ -20,6 +20,7 @@ from flax import serialization
 
 from hebm_jax import generate
 from hebm_jax.evaluation import encode, feature_classifier, fid, inception
+from hebm_jax.evaluation.checkpoints import EvaluationError
 from hebm_jax.evaluation.evaluators import base
 
 _REFERENCE_STREAM = 5  # fold_in index of the reference-image draw (distinct from other streams)
@@ -57,6 +58,13 @@ class _Frechet(base.Evaluator):
     self.image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
     self._features = self.build_features()  # before any checkpoint: a missing file fails here
     self._reference = None
+    if os.path.exists(self.stats_path()):  # a cached file for other data fails here too
+      try:
+        fid.load_statistics(self.stats_path(), dataset=config.data.name,
+                            split=self.reference_split, image_shape=self.image_shape)
+      except ValueError as e:
+        raise EvaluationError(f"{self.name}: the cached reference statistics do not fit: {e} "
+                              "Delete the file or choose another config.eval.cache_dir.") from None
 
   def build_features(self):
     raise NotImplementedError

@@ -26,4 +26,5 @@ def get_config():
   config.prior.num_layers = 2
   config.prior.width = 100
   config.train.num_steps = 162_700          # 100 epochs of 1,627 batches
+  config.eval.metrics = ("fid", "mse", "latent_attack", "traversals")  # needs eval.fid.inception_weights
   return config

@@ -21,4 +21,5 @@ def get_config():
   config.sampler.n_steps = 100
   config.sampler.step_size = 0.3
   config.train.num_steps = 1_062_200  # 200 epochs
+  config.eval.metrics = ("fid", "mse", "latent_attack", "traversals")  # needs eval.fid.inception_weights
   return config

@@ -3,11 +3,14 @@
 Reimplements Cui, Wu & Han, "Learning Hierarchical Features with Joint Latent Space Energy-Based
 Prior", ICCV 2023. Modules:
   models          EnergyPrior and the encoder/generator families (FAMILIES, build_models)
-  sampler         langevin, langevin_with_state, sample_prior, sample_joint_prior,
-                  hierarchical_sampling
+  sampler         langevin, langevin_with_state, langevin_trace, mala_with_state, sample_prior,
+                  sample_prior_mala, sample_joint_prior, hierarchical_sampling
   objectives      the reference's losses (single-sample KL, reconstruction, EBM contrastive loss)
   input_pipeline  the paper's datasets through tfds + grain (load_split, train_iterator)
   train           TrainState, train_step, train_and_evaluate
+  evaluation      the paper's metrics as pure functions, and `--mode=eval` (evaluation.driver)
+  generate        `--mode=sample`: prior samples, reconstructions, hierarchical grids
+  sweep           `python -m hebm_jax.sweep`: ablation grids trained and evaluated
   summary         parameter counts and shapes of a config (`--mode=summary`)
 """
 

@@ -15,6 +15,7 @@ from hebm_jax import checkpointing, train
 from hebm_jax.config_validation import ConfigError
 from hebm_jax.evaluation import driver
 from tests.conftest import tiny_digits_config
+from tests.test_configs import EXPERIMENTS
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -325,3 +326,12 @@ def test_main_eval_mode_prints_one_line_errors(tmp_path):
   assert "error: config.eval.metrics: 'anomaly' needs a dataset with anomaly labels" in proc.stderr
   assert "Traceback" not in proc.stderr
   assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_config_lists_metrics_that_fit_its_data(name):
+  import importlib  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f"configs.{name}").get_config()
+  config.eval.fid.inception_weights = "fid_inception.npz"  # a path; never opened by the checks
+  names = [cls.name for cls in driver.resolve_metrics(config)]
+  assert names and "mse" in names and "latent_attack" in names or name == "mnist_anomaly"

@@ -115,6 +115,12 @@ def get_config() -> ml_collections.ConfigDict:
       n_steps=2500, record_every=100,  # Fig. 8: 2,500 steps, an image every 100
       num_chains=64, num_shown=8,   # chains for the energy statistics; chains shown as images
       step_size=0.0))               # 0: sampler.step_size (the training s)
+  ev.log_likelihood = ml_collections.ConfigDict(dict(
+      ais_chains=1000, ais_temperatures=1000,  # AIS from N(0, I) to the EBM prior, for log Z
+      ais_step_size=0.1, ais_mala_steps=1, ais_schedule="sigmoid",
+      is_samples=100_000,           # plain importance sampling of log Z beside it (a check)
+      iw_samples=100,               # K of the importance-weighted log p(x)
+      num_images=0))                # test images (0: the whole split)
   ev.mig = ml_collections.ConfigDict(dict(
       split="train", num_images=0,  # 0: every image (3DShapes: all 480,000, as pro-VLAE)
       num_samples=10_000,           # z samples of each entropy estimate

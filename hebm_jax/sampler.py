@@ -164,8 +164,8 @@ def _value_and_grad(log_prob_fn: Callable[[Array, State], tuple[Array, State]]):
 def _mala_draws(key: Array, n_steps: int, shape: tuple[int, ...], dtype) -> tuple[Array, Array]:
   """Proposal noise (n_steps, *shape) and log-uniforms (n_steps, B) of one MALA run.
 
-  `key` splits into (k_noise, k_accept); the noise is `jax.random.normal(k_noise, ...)`, exactly what
-  `langevin(..., key=k_noise)` draws, so the proposals are that chain's updates.
+  `key` splits into (k_noise, k_accept); the noise is `jax.random.normal(k_noise, ...)`, exactly
+  what `langevin(..., key=k_noise)` draws, so the proposals are that chain's updates.
   """
   k_noise, k_accept = jax.random.split(key)
   noise = jax.random.normal(k_noise, (n_steps,) + shape, dtype)
@@ -215,7 +215,8 @@ def _mala_scan(log_prob_fn: Callable[[Array, State], tuple[Array, State]], z0: A
 
 def mala_with_state(log_prob_fn: Callable[[Array, State], tuple[Array, State]], z0: Array,
                     state: State, key: Array, n_steps: int, step_size: float, *,
-                    return_trajectory: bool = False):
+                    return_trajectory: bool = False,
+                    log_prob_and_grad0: tuple[Array, Array] | None = None):
   """Metropolis-adjusted Langevin (MALA): the Langevin update as a proposal, then accept/reject.
 
   Each step proposes the unadjusted update of `langevin_with_state`,
@@ -230,9 +231,10 @@ def mala_with_state(log_prob_fn: Callable[[Array, State], tuple[Array, State]], 
   k_accept.
 
   `state` is threaded through every call of `log_prob_fn` (one at z0, then one per proposal, in
-  order, accepted or not) and its last value returned. A Metropolis ratio needs one fixed target,
-  so `log_prob_fn` should not change with the state it is given: for an EBM prior with spectral
-  norm use `update_stats=False` (as `sample_prior_mala` does), unlike the unadjusted sampler.
+  order, accepted or not: a rejected proposal's state is kept) and its last value returned. A
+  Metropolis ratio needs one fixed target, so `log_prob_fn` should not change with the state it is
+  given: for an EBM prior with spectral norm use `update_stats=False` (as `sample_prior_mala`
+  does), unlike the unadjusted sampler, which advances the power iteration at every step.
 
   Args:
     log_prob_fn: (z (B, ...), state) -> (log p(z) up to a constant (B,), new state).
@@ -242,6 +244,9 @@ def mala_with_state(log_prob_fn: Callable[[Array, State], tuple[Array, State]], 
     n_steps: number of steps (static, >= 1).
     step_size: s (may be traced).
     return_trajectory: also return the chain after every step.
+    log_prob_and_grad0: optional (log p(z0) (B,), grad_z log p(z0) (B, ...)) when the caller has
+      them (annealed importance sampling does), saving the call at z0; `state` is then passed on
+      unused to the first proposal.
 
   Returns:
     (z (B, ...), state, info) or, with `return_trajectory`, (z, state, info, trajectory
@@ -254,7 +259,10 @@ def mala_with_state(log_prob_fn: Callable[[Array, State], tuple[Array, State]], 
   if n_steps < 1:
     raise ValueError(f"mala needs n_steps >= 1; got {n_steps}.")
   noise, log_u = _mala_draws(key, n_steps, z0.shape, z0.dtype)
-  (log_prob0, grad0), state = _value_and_grad(log_prob_fn)(z0, state)
+  if log_prob_and_grad0 is None:
+    (log_prob0, grad0), state = _value_and_grad(log_prob_fn)(z0, state)
+  else:
+    log_prob0, grad0 = log_prob_and_grad0
   z, state, info, trajectory = _mala_scan(log_prob_fn, z0, log_prob0, grad0, state, noise, log_u,
                                           step_size, return_trajectory)
   if return_trajectory:

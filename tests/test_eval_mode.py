@@ -49,6 +49,8 @@ def _fast(config):
   config.eval.long_run.record_every = 10
   config.eval.long_run.num_chains = 4
   config.eval.long_run.num_shown = 2
+  config.eval.log_likelihood.update(ais_chains=20, ais_temperatures=10, is_samples=500,
+                                    iw_samples=3, num_images=40)
   config.data.worker_count = 0
   return config
 
@@ -85,10 +87,16 @@ def test_representation_metrics_end_to_end_on_digits(digits_run):
 def test_generation_metrics_end_to_end_on_digits(digits_run):
   config, workdir = digits_run
   config = config.copy_and_resolve_references()
-  config.eval.metrics = ("mse", "long_run")
+  config.eval.metrics = ("mse", "long_run", "log_likelihood")
   config.eval.checkpoint_step = 4
   out = driver.run_evaluation(config, str(workdir))
   r = out["results"]
+  # An untrained prior is nearly flat: log Z close to 0, and AIS agrees with plain IS.
+  assert abs(r["log_likelihood/log_z_ais"] - r["log_likelihood/log_z_is"]) < 0.05
+  assert r["log_likelihood/nats"] < 0
+  assert r["log_likelihood/bits_per_dim_discrete"] == pytest.approx(
+      r["log_likelihood/bits_per_dim"] + 7, abs=1e-4)
+  assert out["details"]["log_likelihood"]["num_images"] == 40
   assert r["mse/mse_01"] == pytest.approx(r["mse/mse"] / 4)
   assert 0 < r["mse/mse"] < 4
   assert 0 < r["long_run/mala_acceptance_K"] <= 1 and 0 < r["long_run/mala_acceptance_long"] <= 1

@@ -438,6 +438,18 @@ def test_mala_tiny_step_accepts_and_matches_the_unadjusted_update():
     sampler.mala_with_state(counting, z0, jnp.asarray(0), key, 0, s)
 
 
+def test_mala_given_the_initial_log_prob_and_grad_is_the_same_chain():
+  z0 = jax.random.normal(jax.random.PRNGKey(39), (5, 2))
+  key = jax.random.PRNGKey(40)
+  log_p0, _ = _gaussian_log_prob(z0, ())
+  grad0 = jax.grad(lambda z: jnp.sum(_gaussian_log_prob(z, ())[0]))(z0)
+  z, _, info = sampler.mala_with_state(_gaussian_log_prob, z0, (), key, 4, 0.8)
+  z_given, _, info_given = sampler.mala_with_state(_gaussian_log_prob, z0, (), key, 4, 0.8,
+                                                   log_prob_and_grad0=(log_p0, grad0))
+  np.testing.assert_allclose(z_given, z, rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(info_given["acceptance_rate"], info["acceptance_rate"])
+
+
 def test_sample_prior_mala_on_a_tiny_energy_prior(small_prior):
   prior, params, sn_state = small_prior
   z0 = jax.random.normal(jax.random.PRNGKey(36), (6, 5))

@@ -9,8 +9,8 @@ Then `importance_weighted_log_likelihood` is the IWAE-style estimate
 with p~(x, z) = p(x|z) exp(f(z)) N(z; 0, I) the unnormalised joint of `log_joint.log_joint`, and
 `bits_per_dim` converts nats per image to bits per dimension.
 
-Bias, honestly: for a known Z the first term is a stochastic lower bound of log p(x) (Jensen;
-tight as K grows or q -> the true posterior). Both log Z estimators are stochastic LOWER bounds of
+Bias, honestly: with the true log Z this is a stochastic lower bound of log p(x) (Jensen: the mean
+of K weights is unbiased for p(x) Z; tight as K grows or as q -> the true posterior). Both log Z estimators are stochastic LOWER bounds of
 log Z in expectation (E[log Z^] <= log Z, again Jensen, Z^ being unbiased for Z); subtracting an
 underestimate biases the log p(x) estimate UPWARD. With Z estimated the result is therefore
 neither a guaranteed lower nor upper bound: report log Z and its standard error beside it, and
@@ -194,24 +194,27 @@ def log_normalizer_ais(log_f_fn: Callable[[Array], Array], key: Array, latent_di
   def run(key, step_size):
     k_init, k_chain = jax.random.split(key)
     z0 = jax.random.normal(k_init, (num_chains, latent_dim))
-    # f at a point and grad of sum f; the f values are per chain.
-    value_and_grad_f = sampler._value_and_grad(lambda z, st: (log_f_fn(z), st))  # pylint: disable=protected-access
+    def summed_f(z):
+      f = log_f_fn(z)
+      return jnp.sum(f), f
+
+    # Per-chain f and the gradient of the batch sum (= each chain's own gradient) in one pass.
+    f_and_grad = jax.value_and_grad(summed_f, has_aux=True)
 
     def temperature(carry, xs):
       z, log_w = carry
       beta_prev, beta, k = xs
-      (f, grad_f), _ = value_and_grad_f(z, ())
-      # z is (approximately: exactly for t = 1) a draw of p_{t-1}; p_t / p_{t-1} at z.
+      (_, f), grad_f = f_and_grad(z)
+      # z is a draw of p_{t-1} (exact for t = 1, else as good as the chain); p_t / p_{t-1} at z.
       log_w = log_w + (beta - beta_prev) * f
 
       def log_p(z, st):
         return beta * log_f_fn(z) - 0.5 * jnp.sum(z ** 2, axis=-1), st
 
-      # The MALA chain's starting log p and gradient at beta_t from the f just computed.
-      log_p0 = beta * f - 0.5 * jnp.sum(z ** 2, axis=-1)
-      noise, log_u = sampler._mala_draws(k, n_mala_steps, z.shape, z.dtype)  # pylint: disable=protected-access
-      z, _, info, _ = sampler._mala_scan(log_p, z, log_p0, beta * grad_f - z, (), noise, log_u,  # pylint: disable=protected-access
-                                         step_size)
+      # log p_t and its gradient at z from the f just computed: no second evaluation.
+      init = (beta * f - 0.5 * jnp.sum(z ** 2, axis=-1), beta * grad_f - z)
+      z, _, info = sampler.mala_with_state(log_p, z, (), k, n_mala_steps, step_size,
+                                           log_prob_and_grad0=init)
       return (z, log_w), jnp.mean(info["acceptance_rate"])
 
     xs = (jnp.asarray(betas[:-1]), jnp.asarray(betas[1:]), jax.random.split(k_chain, num_temps - 1))

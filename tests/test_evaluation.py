@@ -225,3 +225,12 @@ def test_energy_profile_figure_is_an_rgb_image():
                                          rng.normal(size=(5, 4)), "t", train_steps=20)
   assert image.ndim == 3 and image.shape[-1] == 3
   assert image.dtype == np.float32 and 0 <= image.min() and image.max() <= 1
+
+
+def test_reconstruction_mse_of_a_hand_computed_case():
+  from hebm_jax.evaluation.evaluators.reconstruction import reconstruction_mse  # pylint: disable=g-import-not-at-top
+  x = jnp.asarray([[[[1.0], [-1.0]], [[0.5], [0.0]]]])          # (1, 2, 2, 1)
+  x_hat = jnp.asarray([[[[0.0], [-1.0]], [[0.5], [1.0]]]])
+  # squared errors 1, 0, 0, 1 -> mean 0.5 on [-1, 1]; 0.125 on [0, 1] (differences halve).
+  np.testing.assert_allclose(reconstruction_mse(x, x_hat), [0.5])
+  np.testing.assert_allclose(reconstruction_mse((x + 1) / 2, (x_hat + 1) / 2), [0.125])

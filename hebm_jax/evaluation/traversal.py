@@ -225,11 +225,12 @@ def langevin_transition_figure(posterior_codes: Array, labels: Array | None, cha
                  linewidths=0, label=f"class {c}" if len(classes) <= 10 else None)
 
   for m in range(chains.shape[1]):
-    ax.plot(chains[:, m, 0], chains[:, m, 1], color="tab:blue", alpha=0.25, linewidth=0.7)
+    # Black, so that a chain never shares its colour with a class (tab10 starts with blue).
+    ax.plot(chains[:, m, 0], chains[:, m, 1], color="black", alpha=0.3, linewidth=0.6)
   ax.scatter(chains[0, :, 0], chains[0, :, 1], s=14, marker="o", facecolors="none",
              edgecolors="black", linewidths=0.7, label="chain start", zorder=3)
-  ax.scatter(chains[-1, :, 0], chains[-1, :, 1], s=30, marker="*", color="tab:blue",
-             edgecolors="navy", linewidths=0.3, label="chain end", zorder=4)
+  ax.scatter(chains[-1, :, 0], chains[-1, :, 1], s=30, marker="*", color="black",
+             edgecolors="white", linewidths=0.3, label="chain end", zorder=4)
   for rank, i in enumerate(steps):
     shade = 0.3 + 0.6 * rank / max(len(steps) - 1, 1)
     ax.scatter(chains[i, :, 0], chains[i, :, 1], s=8, marker="D", color=(0.0, 0.0, shade),

@@ -127,6 +127,7 @@ def test_fid_kid_and_classifier_fd_end_to_end_with_random_weights(digits_run, ra
   out = driver.run_evaluation(config, str(workdir))
   r = out["results"]
   assert r["fid/fid"] > 0 and np.isfinite(r["fid/kid"]) and r["classifier_fd/fd"] > 0
+  assert 0 <= r["classifier_fd/fd_real"] < r["classifier_fd/fd"]
   cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
   assert any(n.startswith("fid_digits_train_16x16x1_n8") and n.endswith(".npz") for n in cached)
   assert any(n.startswith("feature_classifier_digits") for n in cached)

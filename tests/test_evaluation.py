@@ -234,3 +234,25 @@ def test_reconstruction_mse_of_a_hand_computed_case():
   # squared errors 1, 0, 0, 1 -> mean 0.5 on [-1, 1]; 0.125 on [0, 1] (differences halve).
   np.testing.assert_allclose(reconstruction_mse(x, x_hat), [0.5])
   np.testing.assert_allclose(reconstruction_mse((x + 1) / 2, (x_hat + 1) / 2), [0.125])
+
+
+def test_results_of_other_metrics_are_merged_not_lost(tmp_path):
+  path = str(tmp_path / "results_00000010.json")
+  first = {"checkpoint_steps": [10], "results": {"a": 1.0}, "std_over_checkpoints": {},
+           "per_checkpoint": {10: {"a": 1.0}}, "paper": {}, "details": {"a": {"n": 1}},
+           "seconds": {"a": 2.0}, "settings": {"seed": 0, "a": {}}, "figures": ["x.png"]}
+  results.write_json(path, results.merge_with_existing(path, first))
+  second = {"checkpoint_steps": [10], "results": {"b": 2.0}, "std_over_checkpoints": {},
+            "per_checkpoint": {10: {"b": 2.0}}, "paper": {}, "details": {"b": {}},
+            "seconds": {"b": 1.0}, "settings": {"seed": 0, "b": {}}, "figures": ["y.png"]}
+  results.write_json(path, results.merge_with_existing(path, second))
+  merged = json.load(open(path))
+  assert merged["results"] == {"a": 1.0, "b": 2.0}
+  assert merged["per_checkpoint"] == {"10": {"a": 1.0, "b": 2.0}}
+  assert set(merged["settings"]) == {"seed", "a", "b"} and merged["figures"] == ["x.png", "y.png"]
+  # Other checkpoints: the old file is kept under another name, not merged.
+  third = dict(second, checkpoint_steps=[5, 10], per_checkpoint={5: {"b": 1.0}, 10: {"b": 2.0}})
+  results.write_json(path, results.merge_with_existing(path, third))
+  assert json.load(open(path))["results"] == {"b": 2.0}
+  kept = [p for p in tmp_path.iterdir() if p.name != "results_00000010.json"]
+  assert len(kept) == 1 and json.load(open(kept[0]))["results"] == {"a": 1.0, "b": 2.0}

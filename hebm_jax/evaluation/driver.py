@@ -146,7 +146,7 @@ def run_evaluation(config, workdir: str) -> dict:
   }
   if is_main:
     path = os.path.join(eval_dir, f"results_{steps[-1]:08d}.json")
-    results_lib.write_json(path, results)
+    results_lib.write_json(path, results_lib.merge_with_existing(path, results))
     print(f"\nEvaluation of {workdir}, checkpoint step(s) {steps}:\n{table}\nwritten: {path}",
           flush=True)
   return results

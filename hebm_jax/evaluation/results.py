@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
@@ -68,3 +69,36 @@ def write_json(path: str, results: dict) -> None:
     json.dump(_jsonable(results), f, indent=2, sort_keys=False)
     f.write("\n")
   os.replace(tmp, path)
+
+
+# Entries that hold one value per metric (merged metric by metric); the rest describe the run.
+_PER_METRIC = ("results", "std_over_checkpoints", "paper", "details", "seconds")
+
+
+def merge_with_existing(path: str, results: dict) -> dict:
+  """`results`, plus the metrics an earlier evaluation of the same checkpoints wrote to `path`.
+
+  Evaluating other metrics of a step must not lose the numbers already there: metrics present
+  in both take the new values, the others are kept. A file for other checkpoints (another
+  eval.num_checkpoints) is renamed `<path>.<UTC time>.json` rather than merged or overwritten.
+  """
+  if not os.path.exists(path):
+    return results
+  try:
+    with open(path) as f:
+      old = json.load(f)
+  except (OSError, ValueError):
+    old = None
+  if not old or old.get("checkpoint_steps") != list(results["checkpoint_steps"]):
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    os.replace(path, f"{path[:-len('.json')]}.{stamp}.json")
+    return results
+  merged = dict(results)
+  for key in _PER_METRIC:
+    merged[key] = {**old.get(key, {}), **results.get(key, {})}
+  merged["per_checkpoint"] = {
+      step: {**old.get("per_checkpoint", {}).get(str(step), {}), **values}
+      for step, values in results["per_checkpoint"].items()}
+  merged["settings"] = {**old.get("settings", {}), **results["settings"]}
+  merged["figures"] = sorted(set(old.get("figures", [])) | set(results["figures"]))
+  return merged

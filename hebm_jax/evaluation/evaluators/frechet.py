@@ -143,9 +143,14 @@ class _Frechet(base.Evaluator):
     reference = self.reference()
     feats = self.sample_features(state, step, key)
     values = self.distances(feats, reference)
+    values.update(self.real_floor(len(feats), reference))
     return base.EvalResult(scalars={f"{self.name}/{k}": v for k, v in values.items()},
                            details={"num_samples": len(feats),
                                     "num_reference": reference[0].num_images})
+
+  def real_floor(self, num: int, reference) -> dict[str, float]:
+    """Distances of as many real held-out images as samples: what a perfect model would get."""
+    return {}
 
 
 class FID(_Frechet):
@@ -245,4 +250,14 @@ class ClassifierFD(_Frechet):
     return feature_classifier.feature_fn(params, num_classes)
 
   def settings(self) -> dict:
-    return {**super().settings(), "classifier_file": self.classifier_path}
+    return {**super().settings(), "classifier_file": self.classifier_path,
+            "fd_real": f"the same distance for real {self.config.data.eval_split} images"}
+
+  def real_floor(self, num: int, reference) -> dict[str, float]:
+    if not hasattr(self, "_floor"):  # the same for every checkpoint
+      split = self.config.data.eval_split
+      feats = encode.map_split(lambda b: {"f": self._features(b["image"])},
+                               self.data.source(split), self.config.eval.batch_size,
+                               f"{self.name}: features of real {split} images", num)["f"]
+      self._floor = self.distances(feats, reference)["fd"]
+    return {"fd_real": self._floor}

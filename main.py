@@ -21,6 +21,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from hebm_jax import cli
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and images.")
 flags.DEFINE_enum("mode", "train", ["train", "eval", "sample", "summary"],
@@ -61,15 +63,11 @@ def main(argv):
   from hebm_jax.config_validation import ConfigError  # pylint: disable=g-import-not-at-top
   from hebm_jax.evaluation.driver import EvaluationError  # pylint: disable=g-import-not-at-top
 
-  try:
-    _run()
-  except (ConfigError, EvaluationError, checkpointing.IncompatibleCheckpointError,
-          FileNotFoundError) as e:
-    # Errors a user causes (config values, workdir contents, missing data) are one message, not
-    # a traceback; they are raised before anything in the workdir is changed.
-    logging.flush()
-    sys.stderr.write(f"error: {e}\n")
-    sys.exit(2)
+  # Errors a user causes (config values, workdir contents, missing data) are one message, not a
+  # traceback; they are raised before anything in the workdir is changed.
+  cli.run_reporting_user_errors(_run, (ConfigError, EvaluationError,
+                                       checkpointing.IncompatibleCheckpointError,
+                                       FileNotFoundError))
 
 
 def _run() -> None:
@@ -96,4 +94,4 @@ def _run() -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

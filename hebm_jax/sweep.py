@@ -19,7 +19,6 @@ import ast
 import difflib
 import itertools
 import os
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -189,15 +188,13 @@ def run_sweep(config, workdir: str, specs: list[str], train: bool = True) -> lis
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from hebm_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from hebm_jax import checkpointing, cli  # pylint: disable=g-import-not-at-top
   from hebm_jax.evaluation.driver import EvaluationError  # pylint: disable=g-import-not-at-top
-  try:
-    run_sweep(FLAGS.config, FLAGS.workdir, FLAGS.sweep, FLAGS.train)
-  except (SweepError, EvaluationError, checkpointing.IncompatibleCheckpointError,
-          FileNotFoundError) as e:
-    sys.stderr.write(f"error: {e}\n")
-    sys.exit(2)
+  cli.run_reporting_user_errors(
+      lambda: run_sweep(FLAGS.config, FLAGS.workdir, FLAGS.sweep, FLAGS.train),
+      (SweepError, EvaluationError, checkpointing.IncompatibleCheckpointError, FileNotFoundError))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from hebm_jax import cli as _cli  # pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=_cli.parse_flags)

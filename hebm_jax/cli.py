@@ -1,0 +1,86 @@
+"""Command-line plumbing shared by `main.py` and `python -m hebm_jax.sweep`: user errors as one line.
+
+Mistakes a user makes on the command line (a misspelt `--config.` override, a config file that
+does not exist or does not import, a flag value out of its choices, a missing required flag) and
+the errors the programs raise for bad config values, workdirs or data are printed as one
+`error: ...` line on stderr with exit status 2, instead of absl's or ml_collections' tracebacks.
+`--verbosity=1` (or higher) keeps the traceback for debugging.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Callable, NoReturn, Sequence
+
+from absl import flags, logging
+
+
+def fail(message: str) -> NoReturn:
+  """Prints `error: message` and exits with status 2 (a usage error)."""
+  logging.flush()
+  sys.stderr.write(f"error: {message}\n")
+  sys.exit(2)
+
+
+def _verbose(argv: Sequence[str]) -> bool:
+  for arg in argv:
+    match = re.fullmatch(r"--(?:verbosity|v)=(-?\d+)", arg)
+    if match and int(match.group(1)) >= 1:
+      return True
+  return False
+
+
+def flag_error_message(error: BaseException, argv: Sequence[str]) -> str:
+  """One readable line for an exception raised while parsing `argv`."""
+  text = str(error).strip().replace("\\'", "'").replace("\\n", "\n")
+  cause = error.__cause__
+  if isinstance(error, OSError) and cause is not None:
+    error, text = cause, str(cause)
+  config_arg = next((a for a in argv if a.startswith("--config=")), "--config")
+  if isinstance(error, (AttributeError, KeyError)) or "Did you mean" in text:
+    # ml_collections: "'num_stepz'\nDid you mean "num_steps" instead of "num_stepz"?"
+    field = re.search(r"'([^']+)'", text)
+    hint = re.search(r'Did you mean "([^"]+)"', text)
+    override = next((a.split("=", 1)[0] for a in argv
+                     if field and a.startswith("--config.")
+                     and field.group(1) in a.split("=", 1)[0].split(".")[1:]), None)
+    where = override or "--config.<field>"
+    name = field.group(1) if field else text
+    return (f"{where}: the config has no field {name!r}"
+            + (f"; did you mean {hint.group(1)!r}?" if hint else "."))
+  if isinstance(error, (FileNotFoundError, IsADirectoryError)) or "No such file" in text:
+    return f"{config_arg}: no such config file."
+  if isinstance(error, SyntaxError):
+    return f"{config_arg}: the config file does not parse: {error.msg} (line {error.lineno})."
+  if isinstance(error, flags.Error):
+    text = re.sub(r"^flag (--\S+): ", r"\1: ", text)
+    return text.replace("Flag --workdir must have a value other than None.", "is required.")
+  return f"{config_arg}: {type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+  """absl's flag parsing, with errors reported by `fail` (for `app.run(..., flags_parser=)`)."""
+  try:
+    remaining = flags.FLAGS(argv)
+    # ml_collections loads the config file and applies the overrides lazily, at first access:
+    # do it here, so that their errors are flag errors too.
+    if "config" in flags.FLAGS:
+      _ = flags.FLAGS.config.keys()
+    return remaining
+  except SystemExit:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    if _verbose(argv):
+      raise
+    fail(flag_error_message(e, argv))
+
+
+def run_reporting_user_errors(fn: Callable[[], None], user_errors: tuple[type, ...]) -> None:
+  """Runs `fn`; an exception of a `user_errors` type becomes one `error:` line and exit 2."""
+  try:
+    fn()
+  except user_errors as e:
+    if _verbose(sys.argv):
+      raise
+    fail(str(e))

@@ -68,11 +68,21 @@ def get_config() -> ml_collections.ConfigDict:
   optim.weight_decay = 5e-4         # coupled L2 on encoder + generator (PyTorch Adam weight_decay)
   optim.lr_decay = 0.998            # per epoch, staircase
   optim.steps_per_epoch = 0         # 0: train-split size // batch size
+  optim.grad_clip_norm = 0.0        # clip each optimiser's gradients to this global norm; 0: off
 
   config.train = train = ml_collections.ConfigDict()
   train.batch_size = 100            # global, over all devices and hosts
   train.num_steps = 531_100         # 100 epochs of SVHN 'extra' at batch 100
   train.max_abs_ebm_loss = 1e3      # divergence guard of the authors' grid search; 0 disables
+  train.max_abs_energy = 1e4        # guard on |mean f(z+)|, |mean f(z-)| (runaway EBM); 0 disables
+  train.max_norm = 1e7              # guard on gradient, parameter and update norms; 0 disables
+  train.on_divergence = "stop"      # 'stop': raise, naming the steps (nothing diverged is saved);
+                                    # 'skip': drop non-finite updates (counted), stop after
+                                    # max_consecutive_skips in a row; 'restore': reload the last
+                                    # good checkpoint with fresh randomness, at most max_restores
+  train.max_consecutive_skips = 10
+  train.max_restores = 3
+  train.restore_lr_factor = 1.0     # 'restore': learning rates are multiplied by this at each one
 
   config.checkpoint = ckpt = ml_collections.ConfigDict()
   ckpt.every_steps = 500

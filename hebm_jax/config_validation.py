@@ -7,11 +7,10 @@ import numbers
 from hebm_jax import models, objectives
 
 PRIOR_TYPES = ("ebm", "gaussian")
+DIVERGENCE_POLICIES = ("stop", "skip", "restore")
 
 
-class ConfigError(ValueError):
-  """An invalid configuration value."""
-
+from hebm_jax.errors import ConfigError  # re-exported: callers catch it from here
 
 def _require(cond: bool, field: str, message: str) -> None:
   if not cond:
@@ -87,6 +86,18 @@ def validate_config(config, num_devices: int | None = None) -> None:
   _positive(config, "train.num_steps", integer=True)
   _require(config.train.max_abs_ebm_loss >= 0, "train.max_abs_ebm_loss",
            f"must be non-negative (0 disables the guard), got {config.train.max_abs_ebm_loss!r}.")
+  for field in ("max_abs_energy", "max_norm"):
+    _require(config.train[field] >= 0, f"train.{field}",
+             f"must be non-negative (0 disables the guard), got {config.train[field]!r}.")
+  _require(config.train.on_divergence in DIVERGENCE_POLICIES, "train.on_divergence",
+           f"unknown policy {config.train.on_divergence!r}; expected one of {DIVERGENCE_POLICIES}.")
+  _positive(config, "train.max_consecutive_skips", integer=True)
+  _require(isinstance(config.train.max_restores, int) and config.train.max_restores >= 0,
+           "train.max_restores", f"must be a non-negative integer, got {config.train.max_restores!r}.")
+  _require(0.0 < config.train.restore_lr_factor <= 1.0, "train.restore_lr_factor",
+           f"must be in (0, 1], got {config.train.restore_lr_factor!r}.")
+  _require(config.optim.grad_clip_norm >= 0, "optim.grad_clip_norm",
+           f"must be non-negative (0: no clipping), got {config.optim.grad_clip_norm!r}.")
   _positive(config, "checkpoint.every_steps", integer=True)
   _positive(config, "checkpoint.max_to_keep", integer=True)
   _positive(config, "logging.log_every_steps", integer=True)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
+import signal
 import time
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -22,8 +24,8 @@ import optax
 from absl import logging
 from flax import struct
 
-from hebm_jax import (checkpointing, device_prefetch, input_pipeline, models, objectives, sampler,
-                      visualization)
+from hebm_jax import (checkpointing, device_prefetch, divergence, input_pipeline, models,
+                      objectives, preemption, sampler, visualization)
 from hebm_jax.config_validation import validate_config
 
 Array = jax.Array
@@ -78,6 +80,7 @@ class HEBM:
   tx_gi: optax.GradientTransformation
   tx_prior: optax.GradientTransformation
   schedules: tuple[tuple[str, Callable[[Array], Array]], ...]
+  skip_nonfinite: bool = False  # keep the old state when an update is not finite (counted)
 
   @property
   def latent_dim(self) -> int:
@@ -104,13 +107,18 @@ def make_optimizers(optim_config, steps_per_epoch: int):
   sched = {name: lr_schedule(o[f"lr_{name}"], o.lr_decay, steps_per_epoch)
            for name in ("encoder", "generator", "prior")}
   adam = functools.partial(optax.scale_by_adam, b1=o.b1, b2=o.b2, eps=o.eps)
+  # Clipping acts on the raw gradients, before the coupled L2 term, as torch's clip_grad_norm_
+  # before an Adam step with weight_decay would.
+  clip = (optax.clip_by_global_norm(o.grad_clip_norm) if o.get("grad_clip_norm", 0.0)
+          else optax.identity())
   tx_gi = optax.chain(
+      clip,
       optax.add_decayed_weights(o.weight_decay) if o.weight_decay else optax.identity(),
       adam(),
       optax.multi_transform(
           {k: optax.scale_by_learning_rate(sched[k]) for k in ("encoder", "generator")},
           lambda params: {k: k for k in params}))
-  tx_prior = optax.chain(adam(), optax.scale_by_learning_rate(sched["prior"]))
+  tx_prior = optax.chain(clip, adam(), optax.scale_by_learning_rate(sched["prior"]))
   return tx_gi, tx_prior, tuple(sched.items())
 
 
@@ -122,7 +130,8 @@ def create_model(config, steps_per_epoch: int) -> HEBM:
               gfactor=float(config.objective.gfactor), kl_estimator=config.objective.kl,
               likelihood=config.objective.likelihood,
               n_steps=int(config.sampler.n_steps), step_size=float(config.sampler.step_size),
-              tx_gi=tx_gi, tx_prior=tx_prior, schedules=schedules)
+              tx_gi=tx_gi, tx_prior=tx_prior, schedules=schedules,
+              skip_nonfinite=config.train.get("on_divergence", "stop") == "skip")
 
 
 def init_variables(model: HEBM, key: Array, image_shape: Sequence[int]) -> tuple[dict, dict, dict]:
@@ -281,6 +290,7 @@ def train_step_from_draws(model: HEBM, state: TrainState, images: Array, draws: 
   gi_grads = _pmean(gi_grads, axis_name)
   updates, opt_state_gi = model.tx_gi.update(gi_grads, state.opt_state_gi, gi_params)
   gi_params = optax.apply_updates(gi_params, updates)
+  update_norms = {f"update_norm/{k}": _global_norm(updates[k]) for k in ("encoder", "generator")}
 
   metrics = {"loss": loss, "rec_loss": rec, "kl": jnp.sum(kls), "f_posterior": f_pos,
              "grad_norm/encoder": _global_norm(gi_grads["encoder"]),
@@ -307,15 +317,38 @@ def train_step_from_draws(model: HEBM, state: TrainState, images: Array, draws: 
     prior_params = optax.apply_updates(prior_params, updates)
     metrics.update({"ebm_loss": e_loss, "f_prior": f_neg,
                     "grad_norm/prior": _global_norm(prior_grads)})
+    update_norms["update_norm/prior"] = _global_norm(updates)
 
   new_params = {**gi_params, "prior": prior_params}
   metrics.update({f"param_norm/{k}": _global_norm(v) for k, v in new_params.items() if v})
+  metrics.update(update_norms)
   metrics.update({f"lr/{name}": fn(state.step) for name, fn in model.schedules})
   metrics = _pmean(metrics, axis_name)
   new_state = state.replace(step=state.step + 1, params=new_params, sn_state=sn_state,
                             opt_state_gi=opt_state_gi, opt_state_prior=opt_state_prior,
                             batch_stats=batch_stats)
+  if model.skip_nonfinite:
+    new_state, metrics = _keep_finite(state, new_state, metrics)
   return new_state, metrics
+
+
+def _all_finite(tree) -> Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def _keep_finite(old: TrainState, new: TrainState, metrics: dict) -> tuple[TrainState, dict]:
+  """`new`, or `old` with only the step advanced when anything in `new` or the loss is not finite.
+
+  The values compared are the same on every device (gradients are averaged first), so every
+  device makes the same choice. The step still advances: the next batch and draws are those of
+  the next step, as in a run where this update was applied.
+  """
+  ok = _all_finite((new.params, new.sn_state, new.opt_state_gi, new.opt_state_prior,
+                    new.batch_stats, metrics["loss"], metrics.get("ebm_loss", 0.0)))
+  kept = jax.tree.map(lambda n, o: jnp.where(ok, n, o), new.replace(step=old.step), old)
+  return kept.replace(step=new.step), {**metrics, "skipped": 1.0 - ok.astype(jnp.float32)}
 
 
 def train_step(model: HEBM, state: TrainState, batch: dict, key: Array,
@@ -388,9 +421,7 @@ def shard_batch(batch: dict, devices: Sequence[jax.Device] | None = None) -> dic
 # The training loop.
 # ------------------------------------------------------------------------------------------------
 
-
-class DivergenceError(FloatingPointError):
-  """Training produced non-finite values or an exploding EBM loss."""
+DivergenceError = divergence.DivergenceError  # where callers have always found it
 
 
 def image_summaries(model: HEBM, state: TrainState, key: Array, images: Array, num: int) -> dict:
@@ -414,23 +445,6 @@ def image_summaries(model: HEBM, state: TrainState, key: Array, images: Array, n
   return {"samples": samples,
           "reconstructions": jnp.concatenate([images, recon], axis=2),
           "hierarchical": sampler.hierarchical_sampling(model.generator, gen_vars, zs)}
-
-
-def _fetch_and_check(pending: list[tuple[int, dict]], max_abs_ebm_loss: float) -> dict:
-  """Averages pending per-step metrics; raises `DivergenceError` naming the first bad step range."""
-  if not pending:
-    return {}
-  host = jax.device_get([m for _, m in pending])
-  steps = [s for s, _ in pending]
-  for step, m in zip(steps, host):
-    bad = [k for k, v in m.items() if not np.isfinite(v)]
-    if max_abs_ebm_loss and "ebm_loss" in m and abs(m["ebm_loss"]) > max_abs_ebm_loss:
-      bad.append(f"|ebm_loss| = {abs(m['ebm_loss']):.3g} > train.max_abs_ebm_loss")
-    if bad:
-      raise DivergenceError(
-          f"Training diverged in steps {steps[0]}-{steps[-1]} (first bad step {step}): "
-          f"{', '.join(bad)}. No checkpoint was written from these steps.")
-  return {k: float(np.mean([m[k] for m in host])) for k in host[0]}
 
 
 def evaluate(model: HEBM, p_eval_step, state: TrainState, source, config) -> dict:
@@ -474,19 +488,57 @@ def hide_accelerators_from_tensorflow() -> None:
     logging.warning("Could not hide accelerators from TensorFlow: %s", e)
 
 
+def _run_state_path(workdir: str) -> str:
+  return os.path.join(workdir, "run_state.json")
+
+
+def load_run_state(workdir: str) -> dict:
+  """{'restores': n}: how often `train.on_divergence='restore'` reloaded a checkpoint in this run.
+
+  Kept beside the checkpoints so that a resumed run uses the same randomness and learning rates
+  as the run it continues.
+  """
+  path = _run_state_path(workdir)
+  if not os.path.exists(path):
+    return {"restores": 0}
+  with open(path) as f:
+    return {"restores": 0, **json.load(f)}
+
+
+def _save_run_state(workdir: str, run_state: dict) -> None:
+  if jax.process_index() != 0:
+    return
+  tmp = _run_state_path(workdir) + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(run_state, f)
+  os.replace(tmp, _run_state_path(workdir))
+
+
+def _scaled_learning_rates(config, factor: float):
+  """`config` with every learning rate multiplied by `factor` (after divergence restores)."""
+  if factor == 1.0:
+    return config
+  config = config.copy_and_resolve_references()
+  for name in ("lr_generator", "lr_encoder", "lr_prior"):
+    config.optim[name] = config.optim[name] * factor
+  return config
+
+
 def train_and_evaluate(config, workdir: str) -> TrainState:
   """Trains (resuming from `workdir` if it holds a checkpoint), logs, checkpoints and evaluates.
 
   Writes to `workdir`: `checkpoints/` (orbax, with the config), TensorBoard event files, and
   `images/*.png` grids. Returns the final train state.
+
+  Raises:
+    preemption.TrainingInterrupted: after SIGTERM/SIGINT, once a checkpoint of the step in
+      progress is saved (resume by calling again).
+    divergence.DivergenceError: training diverged (after the restores `train.on_divergence`
+      allows); the newest checkpoint on disk is the last good state.
   """
-  # clu's writers import TensorFlow; keep that cost out of `import hebm_jax.train`.
-  hide_accelerators_from_tensorflow()
-  from clu import metric_writers, periodic_actions  # pylint: disable=g-import-not-at-top
-
   validate_config(config, jax.device_count())
-  checkpointing.ensure_workdir(workdir)
-
+  # The data first: a missing dataset or a batch larger than its split is reported before
+  # TensorFlow is imported and before anything is created in the workdir.
   train_source = input_pipeline.load_split(config.data, config.data.train_split)
   eval_source = input_pipeline.load_split(config.data, config.data.eval_split)
   for source in (train_source, eval_source):
@@ -494,16 +546,30 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   steps_per_epoch = input_pipeline.steps_per_epoch(len(train_source), config.train.batch_size)
   input_pipeline.steps_per_epoch(len(eval_source), config.eval.batch_size, "eval.batch_size")
   steps_per_epoch = config.optim.steps_per_epoch or steps_per_epoch
-  model = create_model(config, steps_per_epoch)
+
+  # clu's writers import TensorFlow; keep that cost out of `import hebm_jax.train`.
+  hide_accelerators_from_tensorflow()
+  from clu import metric_writers, periodic_actions  # pylint: disable=g-import-not-at-top
+  checkpointing.ensure_workdir(workdir)
+
+  run_state = load_run_state(workdir)
+  factor = config.train.restore_lr_factor ** run_state["restores"]
+  model = create_model(_scaled_learning_rates(config, factor), steps_per_epoch)
   image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
 
   root = jax.random.PRNGKey(config.seed)
-  init_key, train_key, image_key = (jax.random.fold_in(root, i) for i in range(3))
+  init_key, base_train_key, image_key = (jax.random.fold_in(root, i) for i in range(3))
+  # After a divergence restore, fresh draws: the same ones would lead to the same blow-up.
+  train_key = (jax.random.fold_in(base_train_key, run_state["restores"])
+               if run_state["restores"] else base_train_key)
   manager = checkpointing.make_manager(workdir, config.checkpoint.max_to_keep)
-  state = jax.jit(functools.partial(create_train_state, model, image_shape=image_shape))(init_key)
-  state, restored_step = checkpointing.restore(manager, state, config)
+  init_state = jax.jit(functools.partial(create_train_state, model, image_shape=image_shape))(
+      init_key)
+  state, restored_step = checkpointing.restore(manager, init_state, config)
   if restored_step is not None:
     logging.info("Resumed from %s at step %d.", manager.directory, restored_step)
+  elif config.train.on_divergence == "restore":
+    checkpointing.save(manager, 0, state, config)  # something to go back to from the start
   # Committed up front, so the step compiles once (not again when its outputs come back).
   state = jax.device_put(state, checkpointing.local_replicated_sharding())
 
@@ -523,61 +589,101 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   logging.info("Training %s from step %d to %d on %d device(s), %d process(es), %d steps/epoch.",
                config.data.name, step, num_steps, jax.device_count(), jax.process_count(),
                steps_per_epoch)
+  guard = divergence.Guard.from_config(config.train)
+
+  def batches_from(start: int):
+    # grain prepares host batches ahead (worker processes); a thread places the next one on the
+    # devices while the current step runs, and measures how long each step waited for it.
+    host = input_pipeline.train_iterator(
+        train_source, config.data, config.train.batch_size, config.seed, start, num_steps,
+        jax.process_index(), jax.process_count())
+    return host, device_prefetch.DevicePrefetcher(
+        host, lambda b: shard_batch({"image": b["image"]}), size=2)
+
+  host_batches, device_batches = batches_from(step)
   pending: list[tuple[int, dict]] = []
-  last_log_time, last_log_step = time.time(), step
-  # grain prepares host batches ahead (worker processes); a thread places the next one on the
-  # devices while the current step runs, and measures how long each step waited for it.
-  host_batches = input_pipeline.train_iterator(
-      train_source, config.data, config.train.batch_size, config.seed, step, num_steps,
-      jax.process_index(), jax.process_count())
-  device_batches = device_prefetch.DevicePrefetcher(
-      host_batches, lambda b: shard_batch({"image": b["image"]}), size=2)
-  input_wait = 0.0
+  window: list[dict] = []   # checked metrics of the steps since the last log line
+  skipped = 0
+  last_log_time, last_log_step, input_wait = time.time(), step, 0.0
+  stop = preemption.StopRequest(sync_every=config.logging.log_every_steps)
   try:
-    while step < num_steps:
-      state, metrics = p_train_step(state, next(device_batches), train_key)
-      input_wait += device_batches.last_wait_s
-      step += 1
-      pending.append((step, metrics))
-      report(step, time.time())
-      is_last = step == num_steps
-      if step % config.logging.log_every_steps == 0 or is_last:
-        summary = _fetch_and_check(pending, config.train.max_abs_ebm_loss)
-        pending = []
-        now = time.time()
-        summary["steps_per_sec"] = (step - last_log_step) / max(now - last_log_time, 1e-9)
-        summary["input_wait_ms"] = 1e3 * input_wait / max(step - last_log_step, 1)
-        last_log_time, last_log_step, input_wait = now, step, 0.0
-        writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
-        logging.info("step %d/%d | loss %.3f | rec %.3f | kl %.3f | f(z+) %.4f | f(z-) %.4f | "
-                     "ebm %.5f | %.1f steps/s | input wait %.2f ms/step", step, num_steps,
-                     summary["loss"], summary["rec_loss"], summary["kl"], summary["f_posterior"],
-                     summary.get("f_prior", 0.0), summary.get("ebm_loss", 0.0),
-                     summary["steps_per_sec"], summary["input_wait_ms"])
-      preempted = manager.reached_preemption(step)
-      if step % config.checkpoint.every_steps == 0 or is_last or preempted:
-        _fetch_and_check(pending, config.train.max_abs_ebm_loss)  # never save a diverged state
-        checkpointing.save(manager, step, state, config)
-        if preempted:
+    with stop:
+      while step < num_steps:
+        try:
+          state, metrics = p_train_step(state, next(device_batches), train_key)
+          input_wait += device_batches.last_wait_s
+          step += 1
+          pending.append((step, metrics))
+          report(step, time.time())
+          is_last = step == num_steps
+          stopping = stop.should_stop(step) or manager.reached_preemption(step)
+          if step % config.logging.log_every_steps == 0 or is_last:
+            kept, n_skipped = guard.check(pending)
+            window, skipped, pending = window + kept, skipped + n_skipped, []
+            summary = divergence.summarize(window, skipped)
+            window, skipped = [], 0
+            now = time.time()
+            summary["steps_per_sec"] = (step - last_log_step) / max(now - last_log_time, 1e-9)
+            summary["input_wait_ms"] = 1e3 * input_wait / max(step - last_log_step, 1)
+            last_log_time, last_log_step, input_wait = now, step, 0.0
+            writer.write_scalars(step, {f"train/{k}": v for k, v in summary.items()})
+            logging.info("step %d/%d | loss %.3f | rec %.3f | kl %.3f | f(z+) %.4f | f(z-) %.4f "
+                         "| ebm %.5f | %.1f steps/s | input wait %.2f ms/step%s", step, num_steps,
+                         summary.get("loss", np.nan), summary.get("rec_loss", np.nan),
+                         summary.get("kl", np.nan), summary.get("f_posterior", np.nan),
+                         summary.get("f_prior", 0.0), summary.get("ebm_loss", 0.0),
+                         summary["steps_per_sec"], summary["input_wait_ms"],
+                         f" | {int(summary['skipped'])} updates skipped" if summary["skipped"]
+                         else "")
+          if step % config.checkpoint.every_steps == 0 or is_last or stopping:
+            kept, n_skipped = guard.check(pending)  # never save a diverged state
+            window, skipped, pending = window + kept, skipped + n_skipped, []
+            checkpointing.save(manager, step, state, config)
+          if stopping:
+            manager.wait_until_finished()
+            raise preemption.TrainingInterrupted(stop.signum or signal.SIGTERM, step)
+          if step % config.logging.image_every_steps == 0 or is_last:
+            with report.timed("images"):
+              _write_images(writer, workdir, step,
+                            summaries(state, jax.random.fold_in(image_key, step), eval_images))
+          if step % config.eval.every_steps == 0 or is_last:
+            with report.timed("eval"):
+              result = evaluate(model, p_eval_step, state, eval_source, config)
+            writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
+            logging.info("eval at step %d | mse %.5f | rec %.3f | kl %.3f", step, result["mse"],
+                         result["rec_loss"], result["kl"])
+        except divergence.DivergenceError as e:
+          if (config.train.on_divergence != "restore"
+              or run_state["restores"] >= config.train.max_restores):
+            raise
           manager.wait_until_finished()
-          logging.warning("Preemption signal received: saved step %d and stopping.", step)
-          break
-      if step % config.logging.image_every_steps == 0 or is_last:
-        with report.timed("images"):
-          _write_images(writer, workdir, step,
-                        summaries(state, jax.random.fold_in(image_key, step), eval_images))
-      if step % config.eval.every_steps == 0 or is_last:
-        with report.timed("eval"):
-          result = evaluate(model, p_eval_step, state, eval_source, config)
-        writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
-        logging.info("eval at step %d | mse %.5f | rec %.3f | kl %.3f", step, result["mse"],
-                     result["rec_loss"], result["kl"])
+          if manager.latest_step() is None:
+            raise divergence.DivergenceError(
+                f"{e} There is no checkpoint to restore yet.", e.first_bad_step) from e
+          run_state["restores"] += 1
+          _save_run_state(workdir, run_state)
+          factor = config.train.restore_lr_factor ** run_state["restores"]
+          logging.warning("%s Restoring the last good checkpoint (restore %d of %d) with fresh "
+                          "randomness%s.", e, run_state["restores"], config.train.max_restores,
+                          f" and learning rates x{factor:g}" if factor != 1.0 else "")
+          if factor != 1.0:
+            model = create_model(_scaled_learning_rates(config, factor), steps_per_epoch)
+            p_train_step = make_p_train_step(model)
+          train_key = jax.random.fold_in(base_train_key, run_state["restores"])
+          state, _ = checkpointing.restore(manager, init_state, config)
+          state = jax.device_put(state, checkpointing.local_replicated_sharding())
+          step = int(jax.device_get(state.step))
+          pending, window, skipped, guard.consecutive_skips = [], [], 0, 0
+          device_batches.close()
+          host_batches.close()
+          host_batches, device_batches = batches_from(step)
+          last_log_time, last_log_step, input_wait = time.time(), step, 0.0
   finally:
     device_batches.close()
     host_batches.close()
-  writer.flush()
-  manager.wait_until_finished()
-  manager.close()
+    writer.flush()
+    manager.wait_until_finished()
+    manager.close()
   return state
 
 

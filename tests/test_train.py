@@ -216,15 +216,35 @@ def test_a_damaged_checkpoint_is_named_with_the_steps_to_fall_back_to(tmp_path):
 
 
 def test_divergence_guard_names_the_step_range():
+  from hebm_jax import divergence  # pylint: disable=g-import-not-at-top
+  guard = divergence.Guard(max_abs_ebm_loss=1e3)
   pending = [(11, {"loss": jnp.float32(1.0), "ebm_loss": jnp.float32(0.1)}),
              (12, {"loss": jnp.float32(np.nan), "ebm_loss": jnp.float32(0.1)}),
              (13, {"loss": jnp.float32(1.0), "ebm_loss": jnp.float32(0.1)})]
   with pytest.raises(train.DivergenceError, match=r"steps 11-13 \(first bad step 12\): loss"):
-    train._fetch_and_check(pending, 1e3)
+    guard.check(pending)
   exploding = [(5, {"loss": jnp.float32(1.0), "ebm_loss": jnp.float32(-2e3)})]
   with pytest.raises(train.DivergenceError, match="max_abs_ebm_loss"):
-    train._fetch_and_check(exploding, 1e3)
-  assert train._fetch_and_check(exploding, 0.0)["ebm_loss"] == -2e3
+    guard.check(exploding)
+  kept, skipped = divergence.Guard().check(exploding)
+  assert kept[0]["ebm_loss"] == -2e3 and skipped == 0
+
+
+def test_divergence_guard_bounds_energies_and_norms_and_counts_skips():
+  from hebm_jax import divergence  # pylint: disable=g-import-not-at-top
+  guard = divergence.Guard(max_abs_energy=1e4, max_norm=1e6, max_consecutive_skips=2)
+  # A runaway EBM: f(z+) explodes while the contrastive loss stays small (lr_prior = 1e6).
+  runaway = [(7, {"loss": 1.0, "ebm_loss": 0.5, "f_posterior": 5e6, "f_prior": 5e6})]
+  with pytest.raises(divergence.DivergenceError, match=r"\|f_posterior\| = 5e\+06 > train.max_abs_energy"):
+    guard.check(runaway)
+  with pytest.raises(divergence.DivergenceError, match="grad_norm/prior = 2e\+07 > train.max_norm"):
+    guard.check([(8, {"loss": 1.0, "grad_norm/prior": 2e7})])
+  skip = lambda s: (s, {"loss": np.nan, "skipped": 1.0})
+  kept, skipped = guard.check([skip(1), skip(2), (3, {"loss": 2.0, "skipped": 0.0})])
+  assert skipped == 2 and kept == [{"loss": 2.0}] and guard.consecutive_skips == 0
+  with pytest.raises(divergence.DivergenceError, match="3 non-finite updates in a row"):
+    guard.check([skip(4), skip(5), skip(6)])
+  assert divergence.summarize([{"loss": 1.0}, {"loss": 3.0}], 1) == {"loss": 2.0, "skipped": 1.0}
 
 
 def test_batch_order_is_a_function_of_seed_and_step():

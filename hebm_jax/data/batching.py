@@ -23,6 +23,7 @@ import numpy as np
 
 from hebm_jax.data.datasets import DataOptions
 from hebm_jax.data.sources import Source, in_memory, to_model_range
+from hebm_jax.errors import ConfigError
 
 FLIP_STREAM = 0x666C6970  # 'flip': keeps flip draws apart from the permutation stream
 MIN_SHM_BYTES = 1 << 20
@@ -35,7 +36,7 @@ def steps_per_epoch(num_examples: int, batch_size: int, field: str = "train.batc
   """
   steps = num_examples // batch_size
   if steps == 0:
-    raise ValueError(f"config.{field}={batch_size} is larger than the {num_examples} examples "
+    raise ConfigError(f"config.{field}={batch_size} is larger than the {num_examples} examples "
                      "of its split.")
   return steps
 
@@ -61,7 +62,8 @@ def flip_mask(batch_size: int, seed: int, step: int) -> np.ndarray:
 
 def _host_slice(batch_size: int, process_index: int, process_count: int) -> slice:
   if batch_size % process_count:
-    raise ValueError(f"batch size {batch_size} does not split evenly over {process_count} hosts.")
+    raise ConfigError(f"config.train.batch_size: {batch_size} does not split evenly over "
+                      f"{process_count} hosts.")
   per_host = batch_size // process_count
   return slice(process_index * per_host, (process_index + 1) * per_host)
 

@@ -187,8 +187,7 @@ def label_feature(spec: DatasetSpec, label_key: str) -> str | None:
 
 def validate_data_config(data_config) -> None:
   """Raises `ConfigError` naming the first invalid `config.data` field. Reads nothing from disk."""
-  # Imported here: config_validation may import this module at its top.
-  from hebm_jax.config_validation import ConfigError  # pylint: disable=g-import-not-at-top
+  from hebm_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
 
   def require(cond: bool, field: str, message: str) -> None:
     if not cond:

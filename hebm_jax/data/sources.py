@@ -36,6 +36,7 @@ from PIL import Image, JpegImagePlugin, PngImagePlugin
 
 from hebm_jax.data import anomaly, datasets
 from hebm_jax.data.datasets import DataOptions, DatasetSpec
+from hebm_jax.errors import ConfigError
 
 DIGITS_NUM_TEST = 300
 
@@ -498,7 +499,7 @@ def load_digits(split: str, image_size: int) -> ArraySource:
   elif split == "test":
     idx = perm[:DIGITS_NUM_TEST]
   else:
-    raise ValueError(f"config.data.train_split/eval_split: the digits dataset has splits 'train' "
+    raise ConfigError(f"config.data.train_split/eval_split: the digits dataset has splits 'train' "
                      f"and 'test', got {split!r}.")
   return ArraySource(resize_images(images[idx], image_size) * 2.0 - 1.0, labels[idx])
 
@@ -597,10 +598,10 @@ def load_split(data_config, split: str) -> Source:
   try:
     parts = datasets.parse_split(split)
   except ValueError as e:
-    raise ValueError(f"config.data.train_split/eval_split: {e}") from None
+    raise ConfigError(f"config.data.train_split/eval_split: {e}") from None
   for part in parts:
     if part.base not in d.spec.splits:
-      raise ValueError(f"config.data.train_split/eval_split: dataset {d.name!r} has no split "
+      raise ConfigError(f"config.data.train_split/eval_split: dataset {d.name!r} has no split "
                        f"{part.base!r}; its splits are {d.spec.splits}.")
   pieces = []
   for part in parts:
@@ -612,7 +613,7 @@ def load_split(data_config, split: str) -> Source:
   if d.classes:
     keep = np.flatnonzero(np.isin(source.all_labels(), np.asarray(d.classes)))
     if not keep.size:
-      raise ValueError(f"config.data.classes={d.classes!r}: no example of {d.name!r} split "
+      raise ConfigError(f"config.data.classes={d.classes!r}: no example of {d.name!r} split "
                        f"{split!r} has these labels.")
     source = IndexView(source, keep)
   if d.cache and not in_memory(source):
@@ -624,9 +625,13 @@ def check_source(source: Source, data_config) -> None:
   """Raises if the source's preprocessed images do not have the configured shape."""
   d = DataOptions.from_config(data_config)
   if len(source) == 0:
-    raise ValueError(f"config.data.name={d.name!r}: the split is empty.")
+    raise ConfigError(f"config.data.name={d.name!r}: the split is empty.")
   images = source.get(np.arange(1))["image"]
   expected = (d.image_size, d.image_size, d.channels)
   if images.shape[1:] != expected:
-    raise ValueError(f"config.data: images of {d.name!r} come out as {images.shape[1:]}, "
-                     f"but config.data.image_size/channels ask for {expected}.")
+    raise ConfigError(f"config.data: images of {d.name!r} come out as {images.shape[1:]}, "
+                      f"but config.data.image_size/channels ask for {expected}.")
+  if images.dtype != np.float32 or not np.all(np.isfinite(images)) or (
+      images.min() < -1.0 - 1e-6 or images.max() > 1.0 + 1e-6):
+    raise ConfigError(f"config.data: images of {d.name!r} come out as {images.dtype} in "
+                      f"[{images.min():.3g}, {images.max():.3g}]; the models take float32 in [-1, 1].")

@@ -170,3 +170,19 @@ def test_signal_saves_the_step_in_progress_and_resume_is_exact(tmp_path, sig, ex
   assert step_a == step_b == 60
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("train.batch_size", 4000, "config.train.batch_size=4000 is larger than the 1497 examples"),
+    ("data.name", "svhn_cropped", "svhn_cropped"),
+])
+def test_data_errors_come_before_the_workdir_is_created(tmp_path, field, value, match):
+  from hebm_jax.config_validation import ConfigError  # pylint: disable=g-import-not-at-top
+  config = tiny_digits_config()
+  section, name = field.split(".")
+  config[section][name] = value
+  if name == "name":  # a dataset that is not prepared under data_dir
+    config.data.update(data_dir=str(tmp_path / "no_tfds"), image_size=32, channels=3)
+  with pytest.raises((ConfigError, FileNotFoundError), match=match):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()

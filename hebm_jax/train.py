@@ -108,17 +108,17 @@ def make_optimizers(optim_config, steps_per_epoch: int):
            for name in ("encoder", "generator", "prior")}
   adam = functools.partial(optax.scale_by_adam, b1=o.b1, b2=o.b2, eps=o.eps)
   # Clipping acts on the raw gradients, before the coupled L2 term, as torch's clip_grad_norm_
-  # before an Adam step with weight_decay would.
-  clip = (optax.clip_by_global_norm(o.grad_clip_norm) if o.get("grad_clip_norm", 0.0)
-          else optax.identity())
+  # before an Adam step with weight_decay would. Without it the chains are exactly the original
+  # ones: the optimiser state's layout, and so every existing checkpoint, stays valid.
+  clip = ([optax.clip_by_global_norm(o.grad_clip_norm)] if o.get("grad_clip_norm", 0.0) else [])
   tx_gi = optax.chain(
-      clip,
+      *clip,
       optax.add_decayed_weights(o.weight_decay) if o.weight_decay else optax.identity(),
       adam(),
       optax.multi_transform(
           {k: optax.scale_by_learning_rate(sched[k]) for k in ("encoder", "generator")},
           lambda params: {k: k for k in params}))
-  tx_prior = optax.chain(clip, adam(), optax.scale_by_learning_rate(sched["prior"]))
+  tx_prior = optax.chain(*clip, adam(), optax.scale_by_learning_rate(sched["prior"]))
   return tx_gi, tx_prior, tuple(sched.items())
 
 

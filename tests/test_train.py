@@ -345,3 +345,14 @@ def test_a_batch_larger_than_the_split_is_refused_before_training(tmp_path):
   with pytest.raises(ValueError, match=r"config\.eval\.batch_size=400 is larger than the 300"):
     train.train_and_evaluate(config, str(tmp_path))
   assert not (tmp_path / "checkpoints").exists()
+
+
+def test_optimiser_state_layout_is_that_of_existing_checkpoints(tiny_config):
+  """Options that are off must not change the optimiser chains: checkpoints store their states
+  by position, so an extra (even stateless) element would make every existing checkpoint
+  unreadable."""
+  import optax  # pylint: disable=g-import-not-at-top
+  model, state = _model_state(tiny_config)
+  assert len(state.opt_state_gi) == 3 and isinstance(state.opt_state_gi[1], optax.ScaleByAdamState)
+  assert len(state.opt_state_prior) == 2
+  assert isinstance(state.opt_state_prior[0], optax.ScaleByAdamState)

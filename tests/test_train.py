@@ -352,7 +352,7 @@ def test_optimiser_state_layout_is_that_of_existing_checkpoints(tiny_config):
   by position, so an extra (even stateless) element would make every existing checkpoint
   unreadable."""
   import optax  # pylint: disable=g-import-not-at-top
-  model, state = _model_state(tiny_config)
+  _, state = _model_and_state(tiny_config)
   assert len(state.opt_state_gi) == 3 and isinstance(state.opt_state_gi[1], optax.ScaleByAdamState)
   assert len(state.opt_state_prior) == 2
   assert isinstance(state.opt_state_prior[0], optax.ScaleByAdamState)

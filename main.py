@@ -9,7 +9,6 @@ Modes:
   summary  parameter table per network and input shapes, written to `<workdir>/summary.json`.
 """
 
-import logging as logging_std
 import os
 import sys
 
@@ -45,20 +44,10 @@ def _multi_process_env() -> bool:
               or "," in env.get("TPU_WORKER_HOSTNAMES", ""))
 
 
-class _QuietLibraries(logging_std.Filter):
-  """Drops INFO chatter of libraries (orbax: a dozen lines per checkpoint; jax: absent TPU backends;
-  TensorFlow, tfds, clu); keeps their warnings and errors."""
-
-  def filter(self, record: logging_std.LogRecord) -> bool:
-    noisy = any(f"/{lib}/" in record.pathname
-                for lib in ("orbax", "tensorflow", "tensorflow_datasets", "clu", "jax/_src"))
-    return record.levelno >= logging_std.WARNING or not noisy
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  cli.quiet_libraries()
   from hebm_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from hebm_jax.config_validation import ConfigError  # pylint: disable=g-import-not-at-top
   from hebm_jax.evaluation.driver import EvaluationError  # pylint: disable=g-import-not-at-top

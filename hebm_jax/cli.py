@@ -9,11 +9,27 @@ the errors the programs raise for bad config values, workdirs or data are printe
 
 from __future__ import annotations
 
+import logging as logging_std
 import re
 import sys
 from typing import Callable, NoReturn, Sequence
 
 from absl import flags, logging
+
+
+class QuietLibraries(logging_std.Filter):
+  """Drops INFO chatter of libraries (orbax: a dozen lines per checkpoint; jax: absent TPU backends;
+  TensorFlow, tfds, clu); keeps their warnings and errors."""
+
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    noisy = any(f"/{lib}/" in record.pathname
+                for lib in ("orbax", "tensorflow", "tensorflow_datasets", "clu", "jax/_src"))
+    return record.levelno >= logging_std.WARNING or not noisy
+
+
+def quiet_libraries() -> None:
+  """Installs `QuietLibraries` on absl's handler (call inside the absl main)."""
+  logging.get_absl_handler().addFilter(QuietLibraries())
 
 
 def fail(message: str) -> NoReturn:

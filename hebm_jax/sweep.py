@@ -190,6 +190,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from hebm_jax import checkpointing, cli  # pylint: disable=g-import-not-at-top
   from hebm_jax.evaluation.driver import EvaluationError  # pylint: disable=g-import-not-at-top
+  cli.quiet_libraries()
   cli.run_reporting_user_errors(
       lambda: run_sweep(FLAGS.config, FLAGS.workdir, FLAGS.sweep, FLAGS.train),
       (SweepError, EvaluationError, checkpointing.IncompatibleCheckpointError, FileNotFoundError))

@@ -79,14 +79,14 @@ def _run() -> None:
     from hebm_jax import generate  # pylint: disable=g-import-not-at-top
     generate.write_samples(FLAGS.config, FLAGS.workdir)
   elif FLAGS.mode == "train":
-    from hebm_jax import divergence, preemption  # pylint: disable=g-import-not-at-top
+    from hebm_jax import checkpointing, divergence, preemption  # pylint: disable=g-import-not-at-top
     try:
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except preemption.TrainingInterrupted as e:
       logging.warning("%s", e)
       logging.flush()
       sys.exit(e.exit_code)
-    except divergence.DivergenceError as e:
+    except (divergence.DivergenceError, checkpointing.CheckpointSaveError) as e:
       logging.flush()
       sys.stderr.write(f"error: {e}\n")
       sys.exit(1)

@@ -678,12 +678,23 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
           host_batches.close()
           host_batches, device_batches = batches_from(step)
           last_log_time, last_log_step, input_wait = time.time(), step, 0.0
-  finally:
+  except BaseException:
+    # Already unwinding (a divergence, an interrupt, a failed save): finish what can be finished
+    # without letting a second error from the checkpoint writer replace the first.
     device_batches.close()
     host_batches.close()
     writer.flush()
-    manager.wait_until_finished()
-    manager.close()
+    try:
+      manager.wait_until_finished()
+      manager.close()
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning("While stopping, the checkpoint writer also failed: %s", e)
+    raise
+  device_batches.close()
+  host_batches.close()
+  writer.flush()
+  manager.wait_until_finished()
+  manager.close()
   return state
 
 

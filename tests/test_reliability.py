@@ -186,3 +186,18 @@ def test_data_errors_come_before_the_workdir_is_created(tmp_path, field, value, 
   with pytest.raises((ConfigError, FileNotFoundError), match=match):
     train.train_and_evaluate(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
+
+
+def test_stop_request_first_signal_asks_second_ctrl_c_stops_at_once():
+  from hebm_jax import preemption  # pylint: disable=g-import-not-at-top
+  with preemption.StopRequest() as stop:
+    assert signal.getsignal(signal.SIGTERM) == stop._handle  # pylint: disable=protected-access
+    assert not stop.should_stop(1)
+    stop._handle(signal.SIGINT, None)  # pylint: disable=protected-access
+    assert stop.should_stop(2) and stop.signum == signal.SIGINT
+    with pytest.raises(KeyboardInterrupt):
+      stop._handle(signal.SIGINT, None)  # pylint: disable=protected-access
+  assert signal.getsignal(signal.SIGTERM) != stop._handle  # pylint: disable=protected-access
+  interrupted = preemption.TrainingInterrupted(signal.SIGINT, 7)
+  assert interrupted.exit_code == 130 and "step 7" in str(interrupted)
+  assert preemption.TrainingInterrupted(signal.SIGTERM, 7).exit_code == 0

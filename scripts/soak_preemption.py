@@ -32,6 +32,7 @@ def _start(args, workdir, extra):
 
 def _final(config_path, workdir, steps, extra):
   """The final checkpoint's arrays as numpy, restored the way training does."""
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # `configs`
   import jax  # pylint: disable=g-import-not-at-top
   from hebm_jax import checkpointing, summary  # pylint: disable=g-import-not-at-top
   spec = importlib.util.spec_from_file_location("soak_config", config_path)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import logging as logging_std
 import os
 import sys
 import traceback
@@ -273,6 +274,22 @@ def _drop_late_loop_callbacks() -> None:
   hook._drops_late_loop_callbacks = True  # pylint: disable=protected-access
   sys.unraisablehook = hook
 
+
+class _UnretrievedReadErrors(logging_std.Filter):
+  """Drops asyncio's "Future exception was never retrieved" for the sibling reads of a failed
+  checkpoint read (the same teardown as above, when it reaches the loop before it closes): their
+  errors are the damage the restore already reports, once, as a warning."""
+
+  _MARKERS = ("OUT_OF_RANGE", "DATA_LOSS", "Error opening", "Error reading")
+
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    message = record.getMessage()
+    return not (message.startswith("Future exception was never retrieved")
+                and any(m in message for m in self._MARKERS))
+
+
+if not any(isinstance(f, _UnretrievedReadErrors) for f in logging_std.getLogger("asyncio").filters):
+  logging_std.getLogger("asyncio").addFilter(_UnretrievedReadErrors())
 
 # Also for reads outside `restore` (orbax calls of other modules); `restore` re-installs the
 # hook should something have replaced it since.

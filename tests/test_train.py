@@ -356,3 +356,27 @@ def test_optimiser_state_layout_is_that_of_existing_checkpoints(tiny_config):
   assert len(state.opt_state_gi) == 3 and isinstance(state.opt_state_gi[1], optax.ScaleByAdamState)
   assert len(state.opt_state_prior) == 2
   assert isinstance(state.opt_state_prior[0], optax.ScaleByAdamState)
+
+
+def test_the_pmapped_step_traces_once_and_donates_the_old_state(tiny_config, monkeypatch):
+  traces = []
+  inner = train.train_step_from_draws
+
+  def counting(*args, **kwargs):
+    traces.append(1)
+    return inner(*args, **kwargs)
+
+  monkeypatch.setattr(train, "train_step_from_draws", counting)
+  model, state = _model_and_state(tiny_config)
+  state = jax.device_put(jax.device_get(state), checkpointing.local_replicated_sharding())
+  source = input_pipeline.load_split(tiny_config.data, "train")
+  p_step = train.make_p_train_step(model)
+  key = jax.random.PRNGKey(0)
+  for t in range(3):
+    batch = input_pipeline.train_batch(source, 8 * jax.local_device_count(), 0, t)
+    old = state
+    state, metrics = p_step(state, train.shard_batch({"image": batch["image"]}), key)
+    assert all(leaf.is_deleted() for leaf in jax.tree.leaves(old.params))
+  jax.block_until_ready(metrics)
+  assert len(traces) == 1
+  assert int(state.step) == 3

@@ -7,6 +7,7 @@ Dense kernels and biases. Padding reproduces PyTorch's explicit padding (never '
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -39,19 +40,163 @@ def torch_dense(features: int, fan_in: int, name: str | None = None) -> nn.Dense
 
 
 def conv(features: int, kernel: int, stride: int, name: str, padding: int = 1) -> nn.Conv:
-  """Bias-free Conv2d with PyTorch padding (k4 s2 p1 halves, k3 s1 p1 keeps the size)."""
+  """Bias-free Conv2d with PyTorch padding (k4 s2 p1 halves, k3 s1 p1 keeps the size).
+
+  XLA's own convolution: forms with stride-1 correlations and per-tap kernel gradients (as the
+  transposed convolutions below use) measured slower on CPU for the encoder's shapes.
+  """
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((padding, padding), (padding, padding)), use_bias=False,
                  kernel_init=_conv_init, name=name)
 
 
+def _per_tap_products(x: Array, dy: Array, kh: int, kw: int, layout: str) -> Array:
+  """Kernel gradient of a 'VALID' stride-1 correlation: one matrix product per tap.
+
+  Contracting over the batch and all output positions at once is a large, well-shaped matrix
+  product; XLA:CPU's own kernel-gradient convolution (the output size as its window) was the
+  slowest operation of the whole training step. Returns (kh, kw, Cout, Cin) for layout 'HWOI',
+  (kh, kw, Cin, Cout) for 'HWIO'.
+  """
+  ho, wo = dy.shape[1], dy.shape[2]
+  spec = "bhwo,bhwc->oc" if layout == "HWOI" else "bhwo,bhwc->co"
+  rows = [jnp.stack([jnp.einsum(spec, dy, x[:, i:i + ho, j:j + wo]) for j in range(kw)])
+          for i in range(kh)]
+  return jnp.stack(rows)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_correlate(x: Array, kernel: Array, layout: str) -> Array:
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
+                                      dimension_numbers=("NHWC", layout, "NHWC"))
+
+
+def _conv_correlate_fwd(x, kernel, layout):
+  return _conv_correlate(x, kernel, layout), (x, kernel)
+
+
+def _conv_correlate_bwd(layout, residuals, dy):
+  x, kernel = residuals
+  kh, kw = kernel.shape[:2]
+  # The input gradient is the full correlation of dy with the flipped kernel, its I and O swapped.
+  dy_padded = jnp.pad(dy, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
+  swapped = "HWIO" if layout == "HWOI" else "HWOI"
+  dx = jax.lax.conv_general_dilated(dy_padded, kernel[::-1, ::-1], (1, 1), "VALID",
+                                    dimension_numbers=("NHWC", swapped, "NHWC"))
+  return dx, _per_tap_products(x, dy, kh, kw, layout).astype(kernel.dtype)
+
+
+_conv_correlate.defvjp(_conv_correlate_fwd, _conv_correlate_bwd)
+
+
+def _correlate(x: Array, kernel: Array, use_matmul: bool) -> Array:
+  """'VALID' stride-1 cross-correlation of x (B, H, W, Cin) with kernel (kh, kw, Cout, Cin).
+
+  The kernel stays in the (.., Cout, Cin) layout it is stored in: a transpose here would become a
+  transposed read inside the optimiser's fused update of its gradient, which on XLA:CPU cost more
+  than the convolutions themselves for the 2048-channel layers.
+  """
+  kh, kw, cout, cin = kernel.shape
+  if not use_matmul:
+    return _conv_correlate(x, kernel, "HWOI")
+  ho, wo = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+  # One (Cout, Cin) matrix per tap, split (not indexed) so that the kernel's gradient is a single
+  # concatenation of per-tap products rather than a sum of zero-padded copies of the kernel.
+  taps = jax.lax.split(kernel.reshape(kh * kw, cout, cin), [1] * (kh * kw))
+  out = None
+  for i in range(kh):
+    for j in range(kw):
+      y = jnp.einsum("bhwc,oc->bhwo", x[:, i:i + ho, j:j + wo], taps[i * kw + j][0])
+      out = y if out is None else out + y
+  return out
+
+
+def _phase_taps(kernel: int, stride: int, padding: int, phase: int) -> tuple[int, int, int]:
+  """(first tap, number of taps, lowest input offset) of one output phase of a transposed conv.
+
+  ConvTranspose2d writes x[i] * w[t] to output o = stride * i + t - padding. Output phase r
+  (o = stride * m + r) therefore receives the taps t0, t0 + stride, ... (t0 = (r + padding) mod
+  stride), tap t0 + stride * d reading input m + q - d with q = (r + padding) // stride.
+  """
+  q, t0 = divmod(phase + padding, stride)
+  n = max(0, -(-(kernel - t0) // stride))
+  return t0, n, q - n + 1
+
+
+def conv_transpose_2d(x: Array, kernel: Array, stride: int, padding: int,
+                      impl: str = "auto") -> Array:
+  """PyTorch's ConvTranspose2d(k, stride, padding) without bias, from stride-1 operations only.
+
+  Each of the stride x stride output phases is a small stride-1 correlation of the input with a
+  strided slice of the kernel (the sub-pixel form of a transposed convolution), so neither the
+  forward pass nor either gradient needs an input-dilated convolution, which XLA:CPU runs an
+  order of magnitude slower than PyTorch on the generator's shapes. Equal to
+  `lax.conv_transpose(..., transpose_kernel=True)` up to float rounding (tests).
+
+  Args:
+    x: (B, H, W, Cin) input.
+    kernel: (k, k, Cout, Cin), the layout of `nn.ConvTranspose(transpose_kernel=True)` (and of
+      PyTorch's (Cin, Cout, k, k) weight with its axes permuted).
+    stride: stride (the upsampling factor).
+    padding: PyTorch's `padding`.
+    impl: 'conv' (XLA convolutions), 'matmul' (one matrix product per kernel tap) or 'auto':
+      'matmul' for a phase with fewer output positions (B * H' * W') than input channels, where the
+      layer is bound by reading its weights and XLA:CPU's convolutions are slowest, else 'conv'.
+
+  Returns:
+    (B, (H - 1) * stride - 2 * padding + k, (W - 1) * stride - 2 * padding + k, Cout).
+  """
+  if impl not in CONV_IMPLS:
+    raise ValueError(f"Unknown convolution implementation {impl!r}; expected one of {CONV_IMPLS}.")
+  k, s, p = kernel.shape[0], stride, padding
+  b, h, w, _ = x.shape
+  h_out, w_out = (h - 1) * s - 2 * p + k, (w - 1) * s - 2 * p + k
+  mh, mw = -(-h_out // s), -(-w_out // s)  # outputs per phase
+  use_matmul = impl == "matmul" or (impl == "auto" and b * mh * mw < x.shape[-1])
+  zero = jnp.zeros((), x.dtype)
+  rows = []
+  for ry in range(s):
+    t0y, ny, loy = _phase_taps(k, s, p, ry)
+    row = []
+    for rx in range(s):
+      t0x, nx, lox = _phase_taps(k, s, p, rx)
+      # Taps in correlation order: tap t0 + s*d reads offset q - d, so the slice is reversed.
+      taps = kernel[t0y::s, t0x::s][::-1, ::-1]
+      xp = jax.lax.pad(x, zero, ((0, 0, 0), (-loy, mh + loy + ny - 1 - h, 0),
+                                 (-lox, mw + lox + nx - 1 - w, 0), (0, 0, 0)))
+      row.append(_correlate(xp, taps, use_matmul))
+    rows.append(jnp.stack(row, axis=3))
+  y = jnp.stack(rows, axis=2).reshape(b, mh * s, mw * s, kernel.shape[2])
+  return y[:, :h_out, :w_out]
+
+
+CONV_IMPLS = ("auto", "conv", "matmul")
+
+
+class ConvTranspose(nn.Module):
+  """Bias-free ConvTranspose2d(k, stride, padding) with PyTorch semantics (`conv_transpose_2d`).
+
+  Its parameter is the one `nn.ConvTranspose(transpose_kernel=True)` would have under the same
+  name ('kernel', (k, k, features, Cin), xavier-normal), so checkpoints and the converter are
+  unaffected by the formulation.
+  """
+  features: int
+  kernel_size: int
+  stride: int = 1
+  padding: int = 1
+  impl: str = "auto"
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    kernel = self.param("kernel", _conv_init,
+                        (self.kernel_size, self.kernel_size, self.features, x.shape[-1]))
+    return conv_transpose_2d(x, kernel, self.stride, self.padding, self.impl)
+
+
 def conv_transpose(features: int, kernel: int, stride: int, name: str,
-                   padding: int = 1) -> nn.ConvTranspose:
+                   padding: int = 1) -> ConvTranspose:
   """Bias-free ConvTranspose2d(k, s, padding) with PyTorch semantics (k4 s2 p1 doubles the size)."""
-  pad = kernel - 1 - padding
-  return nn.ConvTranspose(features, (kernel, kernel), strides=(stride, stride),
-                          padding=((pad, pad), (pad, pad)), transpose_kernel=True, use_bias=False,
-                          kernel_init=_conv_init, name=name)
+  return ConvTranspose(features, kernel, stride, padding, name=name)
 
 
 def activation_fn(name: str, negative_slope: float = 0.2) -> Callable[[Array], Array]:

@@ -1,0 +1,66 @@
+"""The transposed convolution's stride-1 (sub-pixel) form against XLA's input-dilated one."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hebm_jax.models import layers
+
+# (kernel, stride, padding): the models' k4 s2 p1 and k3 s1 p1, and shapes that leave phases with
+# different tap counts, negative offsets or an output size that is not a multiple of the stride.
+CASES = [(4, 2, 1), (3, 1, 1), (3, 2, 1), (5, 2, 2), (4, 2, 0), (2, 2, 0), (4, 4, 0), (1, 1, 0)]
+
+
+def _reference(x, kernel, stride, padding):
+  pad = kernel.shape[0] - 1 - padding
+  return jax.lax.conv_transpose(x, kernel, (stride, stride), ((pad, pad), (pad, pad)),
+                                dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True)
+
+
+@pytest.mark.parametrize("impl", ["conv", "matmul"])
+@pytest.mark.parametrize("k,s,p", CASES)
+def test_values_and_gradients_match_the_dilated_form(k, s, p, impl):
+  rng = np.random.default_rng(k * 100 + s * 10 + p)
+  x = jnp.asarray(rng.normal(size=(2, 5, 4, 3)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(k, k, 6, 3)), jnp.float32)
+  want = _reference(x, kernel, s, p)
+  got = layers.conv_transpose_2d(x, kernel, s, p, impl)
+  assert got.shape == want.shape == (2, 4 * s - 2 * p + k, 3 * s - 2 * p + k, 6)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  w = jnp.asarray(rng.normal(size=want.shape), jnp.float32)
+  grads = [jax.grad(lambda a, b, f=f: jnp.sum(f(a, b) * w), (0, 1))(x, kernel)
+           for f in (lambda a, b: layers.conv_transpose_2d(a, b, s, p, impl),
+                     lambda a, b: _reference(a, b, s, p))]
+  for g, r in zip(*grads):
+    np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+
+
+def test_auto_uses_products_only_for_weight_bound_layers():
+  x_small = jnp.zeros((2, 2, 2, 64))   # 2 * 2 * 2 = 8 outputs per phase < 64 channels
+  x_large = jnp.zeros((8, 8, 8, 4))
+  for x, expect_dot in ((x_small, True), (x_large, False)):
+    kernel = jnp.zeros((4, 4, 5, x.shape[-1]))
+    jaxpr = str(jax.make_jaxpr(lambda a, b: layers.conv_transpose_2d(a, b, 2, 1))(x, kernel))
+    assert ("dot_general" in jaxpr) == expect_dot
+    assert ("conv_general_dilated" in jaxpr) != expect_dot
+
+
+def test_unknown_implementation_is_named():
+  with pytest.raises(ValueError, match="'fft'"):
+    layers.conv_transpose_2d(jnp.zeros((1, 2, 2, 1)), jnp.zeros((4, 4, 1, 1)), 2, 1, "fft")
+
+
+def test_parameters_are_those_of_flax_conv_transpose():
+  """Same name, shape and initial values: checkpoints and the converter are unaffected."""
+  x = jnp.ones((1, 4, 4, 3))
+  ours = layers.conv_transpose(8, 4, 2, "up").init(jax.random.PRNGKey(0), x)
+  flax_module = nn.ConvTranspose(8, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
+                                 transpose_kernel=True, use_bias=False,
+                                 kernel_init=layers._conv_init, name="up")  # pylint: disable=protected-access
+  theirs = flax_module.init(jax.random.PRNGKey(0), x)
+  assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+  np.testing.assert_array_equal(ours["params"]["kernel"], theirs["params"]["kernel"])
+  np.testing.assert_allclose(layers.conv_transpose(8, 4, 2, "up").apply(ours, x),
+                             flax_module.apply(theirs, x), rtol=1e-5, atol=1e-5)

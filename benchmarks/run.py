@@ -1,0 +1,309 @@
+"""The performance suite: one table (and a JSON file) of training, sampling and network throughput.
+
+    python -m benchmarks.run [--configs svhn,svhn_fid,mnist,digits] [--repeats 5] [--json PATH]
+                             [--fid_batch 4] [--scaling 1,2,4,8] [--no_torch]
+
+Runs without TensorFlow (random images and weights; the configs' models), so the same command
+runs on the GPU machine with `PYTHONPATH=.`. For each config:
+  * training iteration (`train.train_step` jitted with the state donated, as the trainer runs it):
+    compile s, median ms, images/s, XLA's FLOP count of the step and the achieved share of the
+    matmul peak measured below;
+  * prior sampling: the config's K Langevin steps on a batch of chains, chains/s and us per step;
+  * encoder and generator forward and forward+backward, ms; encoder inference images/s;
+  * for `svhn` and `svhn_fid`, the same work in PyTorch written the way the authors' code does
+    (`benchmarks/torch_reference.py`), when torch is installed, and the speed-up.
+Then the input pipeline (in-memory digits through grain, images/s) and data-parallel scaling of
+the `svhn` step over 1/2/4/8 forced CPU devices (one subprocess each, pmap, fixed global batch).
+Timing: one warm-up call (its time is the compile time), then the median of --repeats calls, each
+synchronised (`block_until_ready` / `torch.cuda.synchronize`) before the clock is read. Run it on
+an otherwise idle machine; the header prints hardware, versions and thread settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import importlib
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+CONFIGS = ("svhn", "svhn_fid", "mnist", "digits")
+TORCH_MODELS = ("svhn", "svhn_fid")
+
+
+def timed(fn, repeats: int) -> tuple[float, float]:
+  """(seconds of the first call, median seconds of `repeats` later calls); fn must synchronise."""
+  t0 = time.perf_counter()
+  fn()
+  first = time.perf_counter() - t0
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return first, float(np.median(times))
+
+
+def matmul_peak(repeats: int) -> float:
+  """Measured dense f32 matmul FLOP/s (default precision) of the default device."""
+  n = 2048 if jax.default_backend() == "cpu" else 8192
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  _, t = timed(lambda: jax.block_until_ready(f(a)), repeats)
+  return 2 * n ** 3 / t
+
+
+def peak_memory_mb() -> float:
+  """Peak device memory where the backend reports it, else this process's peak RSS."""
+  stats = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    return stats["peak_bytes_in_use"] / 2 ** 20
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _model_and_state(name: str):
+  from hebm_jax import train  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f"configs.{name}").get_config()
+  model = train.create_model(config, steps_per_epoch=1000)
+  shape = (config.data.image_size, config.data.image_size, config.data.channels)
+  state = jax.jit(lambda k: train.create_train_state(model, k, shape))(jax.random.PRNGKey(0))
+  return config, model, state, shape
+
+
+def jax_rows(name: str, batch: int, repeats: int, peak: float) -> dict:
+  """Training, sampling and network timings of config `name` at `batch`."""
+  from hebm_jax import models, sampler, train  # pylint: disable=g-import-not-at-top
+  config, model, state, shape = _model_and_state(name)
+  x = jax.random.uniform(jax.random.PRNGKey(1), (batch,) + shape, minval=-1.0, maxval=1.0)
+  key = jax.random.PRNGKey(2)
+  out = {"config": name, "batch": batch}
+
+  step = jax.jit(functools.partial(train.train_step, model), donate_argnums=(0,))
+  t0 = time.perf_counter()
+  compiled = step.lower(state, {"image": x}, key).compile()
+  compile_s = time.perf_counter() - t0
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  holder = [state]
+
+  def one_step():
+    holder[0], metrics = compiled(holder[0], {"image": x}, key)
+    jax.block_until_ready(metrics)
+
+  _, t = timed(one_step, repeats)
+  flops = float((cost or {}).get("flops", 0.0))
+  out.update(step_compile_s=compile_s, step_ms=1e3 * t, step_images_per_s=batch / t,
+             step_gflop=flops / 1e9, step_flops_share_of_peak=flops / t / peak if peak else 0.0)
+  state = holder[0]
+
+  if model.prior is not None:
+    z0 = jax.random.normal(jax.random.PRNGKey(3), (batch, model.latent_dim))
+    sample = jax.jit(lambda p, s, z, k: sampler.sample_prior(
+        model.prior, p, s, z, k, model.n_steps, model.step_size)[0])
+    _, t = timed(lambda: jax.block_until_ready(
+        sample(state.params["prior"], state.sn_state, z0, key)), repeats)
+    out.update(langevin_ms=1e3 * t, chains_per_s=batch / t, us_per_langevin_step=1e6 * t / model.n_steps)
+
+  enc = train.network_variables(state, "encoder")
+  gen = train.network_variables(state, "generator")
+  means = model.encoder.apply(enc, x)[0]
+  enc_f = jax.jit(lambda p: model.encoder.apply(p, x)[0])
+  enc_fb = jax.jit(jax.grad(lambda p: sum(jnp.sum(m) for m in model.encoder.apply(p, x)[0])))
+  gen_f = jax.jit(lambda p: model.generator.apply(p, means))
+  gen_fb = jax.jit(jax.grad(lambda p: jnp.sum(model.generator.apply(p, means) ** 2) / batch))
+  for label, fn, arg in (("encoder_f", enc_f, enc), ("encoder_fb", enc_fb, enc),
+                         ("generator_f", gen_f, gen), ("generator_fb", gen_fb, gen)):
+    _, t = timed(lambda fn=fn, arg=arg: jax.block_until_ready(fn(arg)), repeats)
+    out[f"{label}_ms"] = 1e3 * t
+  out["encoder_inference_images_per_s"] = batch / (out["encoder_f_ms"] / 1e3)
+  out["peak_memory_mb"] = peak_memory_mb()
+  return out
+
+
+def torch_rows(name: str, batch: int, repeats: int) -> dict:
+  """The same work in PyTorch, the authors' way (`torch_reference`)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from benchmarks import torch_reference as tr  # pylint: disable=g-import-not-at-top
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  ref = tr.build(name, device=device)
+  x = torch.rand(batch, 3, 32, 32, device=device) * 2 - 1
+  zs = tr.random_latents(ref, batch)
+
+  def sync(fn):
+    def run():
+      fn()
+      tr.sync(device)
+    return run
+
+  out = {"torch_device": device, "torch_threads": torch.get_num_threads()}
+  for label, fn in (("step", lambda: tr.iteration(ref, x)),
+                    ("langevin", lambda: tr.prior_langevin(ref, batch)),
+                    ("encoder_f", lambda: tr.encoder_forward(ref, x)),
+                    ("encoder_fb", lambda: tr.encoder_forward_backward(ref, x)),
+                    ("generator_f", lambda: tr.generator_forward(ref, zs)),
+                    ("generator_fb", lambda: tr.generator_forward_backward(ref, zs))):
+    _, t = timed(sync(fn), repeats)
+    out[f"torch_{label}_ms"] = 1e3 * t
+  return out
+
+
+def input_pipeline_row(seconds: float = 3.0) -> dict:
+  """Images/s of the in-memory digits training iterator (grain, no decoding), batch 100."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from hebm_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from configs import digits  # pylint: disable=g-import-not-at-top
+  config = digits.get_config()
+  config.data.worker_count = 0
+  source = input_pipeline.load_split(config.data, config.data.train_split)
+  it = input_pipeline.train_iterator(source, config.data, 100, 0, 0, 10 ** 6)
+  next(it)
+  n, t0 = 0, time.perf_counter()
+  while time.perf_counter() - t0 < seconds:
+    n += next(it)["image"].shape[0]
+  del ml_collections
+  return {"input_digits_images_per_s": n / (time.perf_counter() - t0)}
+
+
+def scaling_worker(devices: int, batch: int, repeats: int) -> None:
+  """Child process: the pmapped `svhn` step on `devices` forced CPU devices; prints JSON."""
+  from hebm_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
+  _, model, state, shape = _model_and_state("svhn")
+  state = jax.device_put(jax.device_get(state), checkpointing.local_replicated_sharding())
+  p_step = train.make_p_train_step(model)
+  x = np.random.default_rng(0).uniform(-1, 1, (batch,) + shape).astype(np.float32)
+  images = train.shard_batch({"image": x})
+  holder = [state]
+
+  def one():
+    holder[0], metrics = p_step(holder[0], images, jax.random.PRNGKey(0))
+    jax.block_until_ready(metrics)
+
+  _, t = timed(one, repeats)
+  print(json.dumps({"devices": jax.device_count(), "step_ms": 1e3 * t,
+                    "images_per_s": batch / t}))
+
+
+def scaling_rows(counts: list[int], batch: int, repeats: int) -> list[dict]:
+  rows = []
+  for n in counts:
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES=str(n), JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--_scaling_worker", str(n),
+                           "--scaling_batch", str(batch), "--repeats", str(repeats)],
+                          env=env, capture_output=True, text=True, check=False)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    rows.append(json.loads(lines[-1]) if lines else {"devices": n, "error": proc.stderr[-300:]})
+  return rows
+
+
+def environment() -> dict:
+  env = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+         "machine": platform.machine(), "processor": platform.processor(),
+         "cpu_count": os.cpu_count(), "python": platform.python_version(),
+         "jax": jax.__version__, "backend": jax.default_backend(),
+         "device": str(jax.devices()[0].device_kind), "device_count": jax.device_count(),
+         "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
+  try:
+    import flax  # pylint: disable=g-import-not-at-top
+    env["flax"] = flax.__version__
+  except ImportError:
+    pass
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    env["torch"] = torch.__version__
+    env["torch_threads"] = torch.get_num_threads()
+  except ImportError:
+    env["torch"] = None
+  return env
+
+
+def format_table(results: dict) -> str:
+  """The results as one plain-text table (and the scaling rows)."""
+  cols = [("config", "config", "s"), ("batch", "batch", "d"), ("compile s", "step_compile_s", ".1f"),
+          ("step ms", "step_ms", ".1f"), ("img/s", "step_images_per_s", ".0f"),
+          ("% peak", "step_flops_share_of_peak", ".1%"), ("torch step ms", "torch_step_ms", ".1f"),
+          ("speed-up", "speedup_step", ".2f"), ("langevin us/step", "us_per_langevin_step", ".0f"),
+          ("torch langevin ms", "torch_langevin_ms", ".1f"), ("enc f/fb ms", "enc", "s"),
+          ("gen f/fb ms", "gen", "s"), ("torch enc/gen fb ms", "torch_fb", "s"),
+          ("peak MB", "peak_memory_mb", ".0f")]
+  lines = [" | ".join(c[0] for c in cols)]
+  for r in results["configs"]:
+    r = dict(r)
+    r["enc"] = f"{r['encoder_f_ms']:.1f}/{r['encoder_fb_ms']:.1f}"
+    r["gen"] = f"{r['generator_f_ms']:.1f}/{r['generator_fb_ms']:.1f}"
+    if "torch_step_ms" in r:
+      r["torch_fb"] = f"{r['torch_encoder_fb_ms']:.1f}/{r['torch_generator_fb_ms']:.1f}"
+    lines.append(" | ".join(format(r[k], f) if k in r else "-" for _, k, f in cols))
+  env = results["environment"]
+  lines.append(f"matmul peak {results['matmul_peak_gflops']:.0f} GFLOP/s (f32, default "
+               f"precision); {env['device']} x{env['device_count']}, jax {env['jax']}, "
+               f"torch {env.get('torch')}")
+  for r in results.get("scaling", []):
+    lines.append(f"scaling: {r.get('devices')} CPU devices: "
+                 + (f"{r['step_ms']:.1f} ms/step, {r['images_per_s']:.0f} images/s"
+                    if "step_ms" in r else r.get("error", "")))
+  if "input_digits_images_per_s" in results:
+    lines.append(f"input pipeline (digits, in memory, batch 100): "
+                 f"{results['input_digits_images_per_s']:.0f} images/s")
+  return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--configs", default=",".join(CONFIGS))
+  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--batch", type=int, default=0, help="0: each config's train.batch_size")
+  parser.add_argument("--fid_batch", type=int, default=0,
+                      help="svhn_fid batch; 0: 4 on CPU (as in the issue's measurement), else 100")
+  parser.add_argument("--scaling", default="1,2,4,8", help="CPU device counts; empty to skip")
+  parser.add_argument("--scaling_batch", type=int, default=96)
+  parser.add_argument("--no_torch", action="store_true")
+  parser.add_argument("--json", default="")
+  parser.add_argument("--_scaling_worker", type=int, default=0, help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args._scaling_worker:  # pylint: disable=protected-access
+    scaling_worker(args._scaling_worker, args.scaling_batch, args.repeats)  # pylint: disable=protected-access
+    return
+
+  results = {"environment": environment(), "matmul_peak_gflops": matmul_peak(args.repeats) / 1e9}
+  peak = results["matmul_peak_gflops"] * 1e9
+  rows = []
+  for name in [c for c in args.configs.split(",") if c]:
+    config = importlib.import_module(f"configs.{name}").get_config()
+    batch = args.batch or config.train.batch_size
+    if name == "svhn_fid":
+      batch = args.fid_batch or (4 if jax.default_backend() == "cpu" else 100)
+    row = jax_rows(name, batch, args.repeats, peak)
+    if name in TORCH_MODELS and not args.no_torch:
+      try:
+        row.update(torch_rows(name, batch, args.repeats))
+        row["speedup_step"] = row["torch_step_ms"] / row["step_ms"]
+      except ImportError:
+        row["torch_step_ms_note"] = "torch not installed"
+    rows.append(row)
+    print(f"{name}: step {row['step_ms']:.1f} ms", flush=True)
+  results["configs"] = rows
+  try:
+    results.update(input_pipeline_row())
+  except ImportError as e:  # grain or scikit-learn missing (the GPU machine)
+    results["input_pipeline_note"] = f"skipped: {e}"
+  if args.scaling and jax.default_backend() == "cpu":
+    results["scaling"] = scaling_rows([int(n) for n in args.scaling.split(",")],
+                                      args.scaling_batch, args.repeats)
+  print(format_table(results))
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,7 +1,8 @@
 """The performance suite: one table (and a JSON file) of training, sampling and network throughput.
 
     python -m benchmarks.run [--configs svhn,svhn_fid,mnist,digits] [--repeats 5] [--json PATH]
-                             [--fid_batch 4] [--scaling 1,2,4,8] [--no_torch]
+                             [--fid_batch 4] [--options svhn,svhn_fid] [--scaling 1,2,4,8]
+                             [--no_torch]
 
 Runs without TensorFlow (random images and weights; the configs' models), so the same command
 runs on the GPU machine with `PYTHONPATH=.`. For each config:
@@ -12,7 +13,9 @@ runs on the GPU machine with `PYTHONPATH=.`. For each config:
   * encoder and generator forward and forward+backward, ms; encoder inference images/s;
   * for `svhn` and `svhn_fid`, the same work in PyTorch written the way the authors' code does
     (`benchmarks/torch_reference.py`), when torch is installed, and the speed-up.
-Then the input pipeline (in-memory digits through grain, images/s) and data-parallel scaling of
+Then, for the --options configs, the step under each of `config.train`'s speed options
+(steps_per_dispatch=4, compute_dtype=bfloat16): ms per training step, compile s and the
+size of XLA's temporary buffers (`memory_analysis`). Then the input pipeline (in-memory digits through grain, images/s) and data-parallel scaling of
 the `svhn` step over 1/2/4/8 forced CPU devices (one subprocess each, pmap, fixed global batch).
 Timing: one warm-up call (its time is the compile time), then the median of --repeats calls, each
 synchronised (`block_until_ready` / `torch.cuda.synchronize`) before the clock is read. Run it on
@@ -80,6 +83,58 @@ def _model_and_state(name: str):
   return config, model, state, shape
 
 
+def step_timing(model, state, x, key, repeats: int, steps_per_call: int = 1):
+  """Times the jitted, state-donating train step (or `train_steps` over `steps_per_call` copies
+  of batch `x`): compile s, ms per training step, XLA's FLOPs per step and its temporary-buffer
+  size. Returns (timings, the state after the calls)."""
+  from hebm_jax import train  # pylint: disable=g-import-not-at-top
+  fn = train.train_step if steps_per_call == 1 else train.train_steps
+  batch = {"image": x if steps_per_call == 1 else jnp.stack([x] * steps_per_call)}
+  t0 = time.perf_counter()
+  compiled = jax.jit(functools.partial(fn, model), donate_argnums=(0,)).lower(
+      state, batch, key).compile()
+  compile_s = time.perf_counter() - t0
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  try:
+    temp_mb = compiled.memory_analysis().temp_size_in_bytes / 2 ** 20
+  except (AttributeError, NotImplementedError):
+    temp_mb = float("nan")
+  holder = [state]
+
+  def call():
+    holder[0], metrics = compiled(holder[0], batch, key)
+    jax.block_until_ready(metrics)
+
+  _, t = timed(call, repeats)
+  return ({"step_compile_s": compile_s, "step_ms": 1e3 * t / steps_per_call,
+           "flops": float((cost or {}).get("flops", 0.0)) / steps_per_call,
+           "step_temp_mb": temp_mb}, holder[0])
+
+
+OPTIONS = (("default", {}), ("steps_per_dispatch=4", {"steps_per_dispatch": 4}),
+           ("compute_dtype=bfloat16", {"compute_dtype": "bfloat16"}))
+
+
+def option_rows(name: str, batch: int, repeats: int) -> list[dict]:
+  """The train step of config `name` under each of `config.train`'s speed options."""
+  from hebm_jax import train  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(f"configs.{name}").get_config()
+  shape = (config.data.image_size, config.data.image_size, config.data.channels)
+  x = jax.random.uniform(jax.random.PRNGKey(1), (batch,) + shape, minval=-1.0, maxval=1.0)
+  rows = []
+  for label, option in OPTIONS:
+    c = config.copy_and_resolve_references()
+    c.train.update({k: v for k, v in option.items() if k != "steps_per_dispatch"})
+    model = train.create_model(c, steps_per_epoch=1000)
+    state = jax.jit(lambda k, m=model: train.create_train_state(m, k, shape))(jax.random.PRNGKey(0))
+    timing, _ = step_timing(model, state, x, jax.random.PRNGKey(2), repeats,
+                            option.get("steps_per_dispatch", 1))
+    timing.pop("flops")
+    rows.append({"config": name, "batch": batch, "option": label, **timing})
+  return rows
+
+
 def jax_rows(name: str, batch: int, repeats: int, peak: float) -> dict:
   """Training, sampling and network timings of config `name` at `batch`."""
   from hebm_jax import models, sampler, train  # pylint: disable=g-import-not-at-top
@@ -88,23 +143,10 @@ def jax_rows(name: str, batch: int, repeats: int, peak: float) -> dict:
   key = jax.random.PRNGKey(2)
   out = {"config": name, "batch": batch}
 
-  step = jax.jit(functools.partial(train.train_step, model), donate_argnums=(0,))
-  t0 = time.perf_counter()
-  compiled = step.lower(state, {"image": x}, key).compile()
-  compile_s = time.perf_counter() - t0
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  holder = [state]
-
-  def one_step():
-    holder[0], metrics = compiled(holder[0], {"image": x}, key)
-    jax.block_until_ready(metrics)
-
-  _, t = timed(one_step, repeats)
-  flops = float((cost or {}).get("flops", 0.0))
-  out.update(step_compile_s=compile_s, step_ms=1e3 * t, step_images_per_s=batch / t,
-             step_gflop=flops / 1e9, step_flops_share_of_peak=flops / t / peak if peak else 0.0)
-  state = holder[0]
+  timing, state = step_timing(model, state, x, key, repeats)
+  flops = timing.pop("flops")
+  out.update(timing, step_images_per_s=batch / (timing["step_ms"] / 1e3), step_gflop=flops / 1e9,
+             step_flops_share_of_peak=flops / (timing["step_ms"] / 1e3) / peak if peak else 0.0)
 
   if model.prior is not None:
     z0 = jax.random.normal(jax.random.PRNGKey(3), (batch, model.latent_dim))
@@ -205,6 +247,12 @@ def scaling_rows(counts: list[int], batch: int, repeats: int) -> list[dict]:
   return rows
 
 
+def _config_names() -> list[str]:
+  folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+  return sorted(f[:-3] for f in os.listdir(folder) if f.endswith(".py") and f[0] != "_"
+                and f != "default.py")
+
+
 def environment() -> dict:
   env = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
          "machine": platform.machine(), "processor": platform.processor(),
@@ -247,6 +295,10 @@ def format_table(results: dict) -> str:
   lines.append(f"matmul peak {results['matmul_peak_gflops']:.0f} GFLOP/s (f32, default "
                f"precision); {env['device']} x{env['device_count']}, jax {env['jax']}, "
                f"torch {env.get('torch')}")
+  for r in results.get("options", []):
+    lines.append(f"option: {r['config']} (batch {r['batch']}) {r['option']}: "
+                 f"{r['step_ms']:.1f} ms/step, compile {r['step_compile_s']:.1f} s, "
+                 f"XLA temporaries {r['step_temp_mb']:.0f} MB")
   for r in results.get("scaling", []):
     lines.append(f"scaling: {r.get('devices')} CPU devices: "
                  + (f"{r['step_ms']:.1f} ms/step, {r['images_per_s']:.0f} images/s"
@@ -264,6 +316,9 @@ def main(argv=None) -> None:
   parser.add_argument("--batch", type=int, default=0, help="0: each config's train.batch_size")
   parser.add_argument("--fid_batch", type=int, default=0,
                       help="svhn_fid batch; 0: 4 on CPU (as in the issue's measurement), else 100")
+  parser.add_argument("--options", default="svhn,svhn_fid",
+                      help="configs whose step is also timed with each of config.train's speed "
+                           "options (steps_per_dispatch, compute_dtype); empty to skip")
   parser.add_argument("--scaling", default="1,2,4,8", help="CPU device counts; empty to skip")
   parser.add_argument("--scaling_batch", type=int, default=96)
   parser.add_argument("--no_torch", action="store_true")
@@ -274,14 +329,23 @@ def main(argv=None) -> None:
     scaling_worker(args._scaling_worker, args.scaling_batch, args.repeats)  # pylint: disable=protected-access
     return
 
+  names = [c for c in args.configs.split(",") if c]
+  option_names = [c for c in args.options.split(",") if c]
+  unknown = sorted(set(names + option_names) - set(_config_names()))
+  if unknown:
+    parser.error(f"unknown config(s) {', '.join(unknown)}; configs/ has "
+                 f"{', '.join(_config_names())}")
+
+  def batch_of(name):
+    if name == "svhn_fid":
+      return args.fid_batch or (4 if jax.default_backend() == "cpu" else 100)
+    return args.batch or importlib.import_module(f"configs.{name}").get_config().train.batch_size
+
   results = {"environment": environment(), "matmul_peak_gflops": matmul_peak(args.repeats) / 1e9}
   peak = results["matmul_peak_gflops"] * 1e9
   rows = []
-  for name in [c for c in args.configs.split(",") if c]:
-    config = importlib.import_module(f"configs.{name}").get_config()
-    batch = args.batch or config.train.batch_size
-    if name == "svhn_fid":
-      batch = args.fid_batch or (4 if jax.default_backend() == "cpu" else 100)
+  for name in names:
+    batch = batch_of(name)
     row = jax_rows(name, batch, args.repeats, peak)
     if name in TORCH_MODELS and not args.no_torch:
       try:
@@ -292,6 +356,8 @@ def main(argv=None) -> None:
     rows.append(row)
     print(f"{name}: step {row['step_ms']:.1f} ms", flush=True)
   results["configs"] = rows
+  results["options"] = [r for name in option_names
+                        for r in option_rows(name, batch_of(name), args.repeats)]
   try:
     results.update(input_pipeline_row())
   except ImportError as e:  # grain or scikit-learn missing (the GPU machine)

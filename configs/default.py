@@ -83,6 +83,10 @@ def get_config() -> ml_collections.ConfigDict:
   train.max_consecutive_skips = 10
   train.max_restores = 3
   train.restore_lr_factor = 1.0     # 'restore': learning rates are multiplied by this at each one
+  train.steps_per_dispatch = 1      # steps per device call (lax.scan over stacked batches); the
+                                    # log/image/checkpoint/eval intervals must be multiples of it
+  train.compute_dtype = "float32"   # 'bfloat16': encoder/generator arithmetic in bf16 (f32
+                                    # parameters, optimiser, EBM and sampler); not exact, see README
 
   config.checkpoint = ckpt = ml_collections.ConfigDict()
   ckpt.every_steps = 500

@@ -8,6 +8,7 @@ from hebm_jax import models, objectives
 
 PRIOR_TYPES = ("ebm", "gaussian")
 DIVERGENCE_POLICIES = ("stop", "skip", "restore")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 from hebm_jax.errors import ConfigError  # re-exported: callers catch it from here
@@ -107,6 +108,17 @@ def validate_config(config, num_devices: int | None = None) -> None:
   _positive(config, "eval.batch_size", integer=True)
   _require(isinstance(config.eval.num_batches, int) and config.eval.num_batches >= 0,
            "eval.num_batches", f"must be a non-negative integer, got {config.eval.num_batches!r}.")
+  if "steps_per_dispatch" in config.train:
+    _positive(config, "train.steps_per_dispatch", integer=True)
+  per_call = config.train.get("steps_per_dispatch", 1)
+  for field in ("logging.log_every_steps", "logging.image_every_steps", "checkpoint.every_steps",
+                "eval.every_steps"):
+    section, name = field.split(".")
+    _require(config[section][name] % per_call == 0, field,
+             f"{config[section][name]} is not a multiple of train.steps_per_dispatch={per_call} "
+             "(logging, checkpoints and evaluation happen between dispatches).")
+  _require(config.train.get("compute_dtype", "float32") in COMPUTE_DTYPES, "train.compute_dtype",
+           f"unknown dtype {config.train.get('compute_dtype')!r}; expected one of {COMPUTE_DTYPES}.")
   if num_devices is not None:
     for field in ("train.batch_size", "eval.batch_size"):
       section, name = field.split(".")

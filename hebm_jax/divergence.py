@@ -68,7 +68,8 @@ class Guard:
     """Checks the pending steps' metrics (fetched to the host) in step order.
 
     Args:
-      pending: [(step, metrics dict of device scalars), ...] in step order.
+      pending: [(step, metrics dict of device scalars), ...] in step order; an entry of a call
+        that ran S steps (`train.steps_per_dispatch`) holds (S,) arrays and its last step.
 
     Returns:
       (host metrics of the steps whose update was applied, number of dropped updates).
@@ -78,8 +79,7 @@ class Guard:
     """
     if not pending:
       return [], 0
-    host = jax.device_get([m for _, m in pending])
-    steps = [s for s, _ in pending]
+    steps, host = _per_step([s for s, _ in pending], jax.device_get([m for _, m in pending]))
     kept, skipped = [], 0
     for step, m in zip(steps, host):
       m = {k: float(v) for k, v in m.items()}
@@ -101,6 +101,21 @@ class Guard:
             f"{', '.join(bad)}. No checkpoint was written from these steps.", step)
       kept.append(m)
     return kept, skipped
+
+
+def _per_step(steps: list[int], metrics: list[dict]) -> tuple[list[int], list[dict]]:
+  """Splits entries of (S,) metric arrays (S steps ending at `step`) into S per-step entries."""
+  out_steps, out = [], []
+  for step, m in zip(steps, metrics):
+    n = int(np.size(next(iter(m.values())))) if m and np.ndim(next(iter(m.values()))) else 0
+    if not n:
+      out_steps.append(step)
+      out.append(m)
+      continue
+    for i in range(n):
+      out_steps.append(step - n + 1 + i)
+      out.append({k: v[i] for k, v in m.items()})
+  return out_steps, out
 
 
 def summarize(kept: list[dict], skipped: int) -> dict:

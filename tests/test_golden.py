@@ -11,7 +11,6 @@ relative to the max norm of the reference), so that tiny entries are not held to
 that float32 cannot meet.
 """
 
-import collections
 import os
 import pathlib
 import subprocess
@@ -507,103 +506,15 @@ def test_pth_in_the_authors_format_loads(golden, config, tmp_path):
 
 def _authors_fid_family(torch, z, cs, en_layers, en_ndf):
   """The authors' 5-layer FID networks (train_fid.py's module layout) with free widths."""
-  nn, F = torch.nn, torch.nn.functional
-
-  class Reshape(nn.Module):
-    def __init__(self, *shape):
-      super().__init__()
-      self.shape = shape
-
-    def forward(self, x):
-      return x.view((x.shape[0],) + self.shape)
-
-  class ConvAct(nn.Module):  # their `conv2d_relu`: a Conv2d named convT, leaky_relu(0.01)
-    def __init__(self, i, o, down):
-      super().__init__()
-      self.convT = nn.Conv2d(i, o, 4, 2, 1, bias=False) if down else nn.Conv2d(i, o, 3, 1, 1,
-                                                                                 bias=False)
-
-    def forward(self, x):
-      return F.leaky_relu(self.convT(x))
-
-  class LinAct(nn.Module):  # their `fc_relu`
-    def __init__(self, i, o):
-      super().__init__()
-      self.lin = nn.Linear(i, o)
-
-    def forward(self, x):
-      return F.leaky_relu(self.lin(x))
-
-  class Encoder(nn.Module):
-    def __init__(self):
-      super().__init__()
-      prev = 3
-      for l, s in enumerate((16, 8, 4, 2)):
-        c = cs[l + 1]
-        setattr(self, f"ladder{l}", nn.Sequential(ConvAct(prev, c, True), ConvAct(c, c, False),
-                                                  Reshape(c * s * s)))
-        setattr(self, f"ladder{l}_mean", nn.Linear(c * s * s, z[l]))
-        setattr(self, f"ladder{l}_logvar", nn.Linear(c * s * s, z[l]))
-        setattr(self, f"inference{l}", nn.Sequential(ConvAct(prev, c, True), ConvAct(c, c, False)))
-        prev = c
-      self.ladder4 = nn.Sequential(Reshape(cs[4] * 4), LinAct(cs[4] * 4, cs[5]),
-                                   LinAct(cs[5], cs[5]))
-      self.ladder4_mean = nn.Linear(cs[5], z[4])
-      self.ladder4_logvar = nn.Linear(cs[5], z[4])
-
-    def forward(self, x):
-      out, r = [], x
-      for l in range(5):
-        h = getattr(self, f"ladder{l}")(r)
-        out.append((getattr(self, f"ladder{l}_mean")(h), getattr(self, f"ladder{l}_logvar")(h)))
-        if l < 4:
-          r = getattr(self, f"inference{l}")(r)
-      return out
-
-  class Generator(nn.Module):
-    def __init__(self):
-      super().__init__()
-      act = lambda: nn.LeakyReLU(0.2)
-      self.gen4 = nn.Sequential(nn.Linear(z[4], cs[6]), act(), nn.Linear(cs[6], cs[6]), act(),
-                                nn.Linear(cs[6], cs[5] * 4), act(), Reshape(cs[5], 2, 2))
-      for l, s in zip((3, 2, 1, 0), (2, 4, 8, 16)):
-        c, o = cs[l + 2], cs[l + 1]
-        setattr(self, f"latent{l}_act", nn.Sequential(nn.Linear(z[l], s * s * c), act(),
-                                                      Reshape(c, s, s)))
-        layers = [nn.ConvTranspose2d(2 * c, c, 3, 1, 1, bias=False), act(),
-                  nn.ConvTranspose2d(c, o, 4, 2, 1, bias=False), act(),
-                  nn.ConvTranspose2d(o, o, 3, 1, 1, bias=False), act()]
-        if l == 0:
-          layers += [nn.ConvTranspose2d(o, 3, 3, 1, 1, bias=False), nn.Tanh()]
-        setattr(self, f"gen{l}", nn.Sequential(*layers))
-
-    def forward(self, zs):
-      h = self.gen4(zs[4])
-      for l in (3, 2, 1, 0):
-        h = getattr(self, f"gen{l}")(torch.cat([h, getattr(self, f"latent{l}_act")(zs[l])], 1))
-      return h
-
-  class Energy(nn.Module):
-    def __init__(self):
-      super().__init__()
-      layers, fan_in = {}, sum(z)
-      for i in range(en_layers):
-        layers[f"fc{i + 1}"] = nn.utils.spectral_norm(nn.Linear(fan_in, en_ndf))
-        layers[f"lrelu{i + 1}"] = nn.LeakyReLU(0.2)
-        fan_in = en_ndf
-      layers["out"] = nn.utils.spectral_norm(nn.Linear(fan_in, 1))
-      self.energy = nn.Sequential(collections.OrderedDict(layers))
-
-    def forward(self, zs):
-      return self.energy(torch.cat(zs, 1)).squeeze(1)
-
+  from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
+  mods = torch_reference._modules()  # pylint: disable=protected-access
   torch.manual_seed(0)
-  nets = Encoder(), Generator(), Energy()
+  nets = (mods.Encoder(z, cs), mods.GeneratorFID(z, cs), mods.Energy(z, en_layers, en_ndf))
   for net in nets[:2]:  # like their weights_init: xavier_normal_ on every conv
     for mod in net.modules():
-      if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)):
-        nn.init.xavier_normal_(mod.weight)
-  return nets
+      if isinstance(mod, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+        torch.nn.init.xavier_normal_(mod.weight)
+  return tuple(net.train() for net in nets)
 
 
 def test_fid_family_matches_a_torch_model_of_the_authors_layout():

@@ -1,0 +1,114 @@
+"""The speed options of `config.train`: several steps per dispatch, bf16 compute."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hebm_jax import checkpointing, divergence, input_pipeline, train
+from hebm_jax.config_validation import ConfigError, validate_config
+from tests.conftest import tiny_digits_config
+
+
+def _model_and_state(config):
+  model = train.create_model(config, steps_per_epoch=10)
+  shape = (config.data.image_size, config.data.image_size, config.data.channels)
+  return model, train.create_train_state(model, jax.random.PRNGKey(0), shape)
+
+
+def _max_abs_diff(a, b):
+  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _batches(config, num, batch_size):
+  source = input_pipeline.load_split(config.data, "train")
+  return [input_pipeline.train_batch(source, batch_size, 0, t)["image"] for t in range(num)]
+
+
+def test_steps_per_dispatch_gives_the_numbers_of_single_steps(tiny_config):
+  model, state = _model_and_state(tiny_config)
+  images = _batches(tiny_config, 4, 8 * jax.local_device_count())
+  key = jax.random.PRNGKey(5)
+  sharding = checkpointing.local_replicated_sharding()
+
+  single = train.make_p_train_step(model)
+  s1 = jax.device_put(jax.device_get(state), sharding)
+  per_step = []
+  for x in images:
+    s1, m = single(s1, train.shard_batch({"image": x}), key)
+    per_step.append(jax.device_get(m))
+
+  chunk = train.make_p_train_step(model, steps_per_call=2)
+  s2 = jax.device_put(jax.device_get(state), sharding)
+  chunked = []
+  for t in (0, 2):
+    stacked = train.shard_batch({"image": np.stack(images[t:t + 2])}, stacked=True)
+    assert stacked["image"].shape[:3] == (jax.local_device_count(), 2, 8)
+    s2, m = chunk(s2, stacked, key)
+    chunked.append(jax.device_get(m))
+
+  assert int(s1.step) == int(s2.step) == 4
+  assert _max_abs_diff(s1.params, s2.params) < 1e-5
+  assert _max_abs_diff(s1.opt_state_gi, s2.opt_state_gi) < 1e-5
+  assert chunked[0]["loss"].shape == (2,)
+  for i, m in enumerate(per_step):
+    np.testing.assert_allclose(chunked[i // 2]["loss"][i % 2], m["loss"], rtol=1e-5)
+    np.testing.assert_allclose(chunked[i // 2]["ebm_loss"][i % 2], m["ebm_loss"], rtol=1e-4,
+                               atol=1e-6)
+
+
+def test_stack_batches_follows_the_dispatch_grid():
+  host = iter([{"image": np.full((2, 1), t)} for t in range(4, 10)])
+  groups = list(train.stack_batches(host, start=4, num_steps=10, steps_per_dispatch=3))
+  # Off the grid at 4: single steps to 6, a chunk 6-9, a single tail step to 10.
+  assert [n for n, _ in groups] == [1, 1, 3, 1]
+  assert groups[2][1]["image"].shape == (3, 2, 1)
+  np.testing.assert_array_equal(groups[2][1]["image"][:, 0, 0], [6, 7, 8])
+  assert [train.dispatch_size(s, 10, 3) for s in (0, 3, 6, 7, 8, 9)] == [3, 3, 3, 1, 1, 1]
+
+
+def test_the_divergence_guard_splits_chunked_metrics_into_steps():
+  guard = divergence.Guard(max_abs_ebm_loss=10.0)
+  kept, skipped = guard.check([(2, {"loss": np.array([1.0, 2.0]), "ebm_loss": np.zeros(2)})])
+  assert [m["loss"] for m in kept] == [1.0, 2.0] and skipped == 0
+  with pytest.raises(divergence.DivergenceError, match=r"steps 3-6 \(first bad step 5\)") as e:
+    guard.check([(4, {"loss": np.array([1.0, 1.0]), "ebm_loss": np.zeros(2)}),
+                 (6, {"loss": np.array([np.nan, 1.0]), "ebm_loss": np.zeros(2)})])
+  assert e.value.first_bad_step == 5
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("train.steps_per_dispatch", 0, "must be a positive integer"),
+    ("logging.log_every_steps", 3, "not a multiple of train.steps_per_dispatch=2"),
+    ("train.compute_dtype", "float16", "unknown dtype 'float16'"),
+    ("checkpoint.every_steps", 3, "not a multiple of train.steps_per_dispatch=2"),
+])
+def test_bad_speed_options_are_named(tiny_config, field, value, message):
+  tiny_config.train.steps_per_dispatch = 2
+  tiny_config.checkpoint.every_steps = 2
+  section, name = field.split(".")
+  tiny_config[section][name] = value
+  with pytest.raises(ConfigError, match=f"config.{field}: .*{message}"):
+    validate_config(tiny_config)
+
+
+def _one_step(config, images):
+  model, state = _model_and_state(config)
+  return jax.jit(lambda s, b, k: train.train_step(model, s, b, k))(
+      state, {"image": images}, jax.random.PRNGKey(3))
+
+
+def test_bfloat16_compute_keeps_float32_state_and_a_close_loss(tiny_config):
+  images = _batches(tiny_config, 1, 16)[0]
+  f32, m32 = _one_step(tiny_config, images)
+  tiny_config.train.compute_dtype = "bfloat16"
+  bf16, m16 = _one_step(tiny_config, images)
+  for tree in (bf16.params, bf16.opt_state_gi, bf16.opt_state_prior):
+    assert {leaf.dtype for leaf in jax.tree.leaves(tree) if hasattr(leaf, "dtype")
+            and jnp.issubdtype(leaf.dtype, jnp.floating)} == {jnp.dtype("float32")}
+  # bf16 keeps 8 mantissa bits: the loss moves by about 2**-8 relative, not by more.
+  np.testing.assert_allclose(m16["loss"], m32["loss"], rtol=2e-2)
+  assert float(m16["loss"]) != float(m32["loss"])  # the option does change the arithmetic
+  for k in ("encoder", "generator"):
+    np.testing.assert_allclose(m16[f"grad_norm/{k}"], m32[f"grad_norm/{k}"], rtol=5e-2)

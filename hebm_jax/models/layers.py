@@ -51,16 +51,24 @@ def conv(features: int, kernel: int, stride: int, name: str, padding: int = 1) -
 
 
 def _per_tap_products(x: Array, dy: Array, kh: int, kw: int, layout: str) -> Array:
-  """Kernel gradient of a 'VALID' stride-1 correlation: one matrix product per tap.
+  """Kernel gradient of a 'VALID' stride-1 correlation as a few large matrix products.
 
   Contracting over the batch and all output positions at once is a large, well-shaped matrix
   product; XLA:CPU's own kernel-gradient convolution (the output size as its window) was the
-  slowest operation of the whole training step. Returns (kh, kw, Cout, Cin) for layout 'HWOI',
-  (kh, kw, Cin, Cout) for 'HWIO'.
+  slowest operation of the whole training step. For 'HWOI', one product per kernel row: dy is
+  shifted by each column offset j inside rows of the input's width and the kw shifted copies are
+  stacked on the channel axis, so each row of taps reads one row-shifted view of x instead of kw
+  copies of x (x is the larger operand in every layer here). Returns (kh, kw, Cout, Cin) for
+  layout 'HWOI', (kh, kw, Cin, Cout) for 'HWIO'.
   """
   ho, wo = dy.shape[1], dy.shape[2]
-  spec = "bhwo,bhwc->oc" if layout == "HWOI" else "bhwo,bhwc->co"
-  rows = [jnp.stack([jnp.einsum(spec, dy, x[:, i:i + ho, j:j + wo]) for j in range(kw)])
+  if layout == "HWOI":
+    wp = x.shape[2]
+    shifted = jnp.concatenate(
+        [jnp.pad(dy, ((0, 0), (0, 0), (j, wp - wo - j), (0, 0))) for j in range(kw)], axis=-1)
+    rows = [jnp.einsum("bhwq,bhwc->qc", shifted, x[:, i:i + ho]) for i in range(kh)]
+    return jnp.stack(rows).reshape(kh, kw, dy.shape[-1], x.shape[-1])
+  rows = [jnp.stack([jnp.einsum("bhwo,bhwc->co", dy, x[:, i:i + ho, j:j + wo]) for j in range(kw)])
           for i in range(kh)]
   return jnp.stack(rows)
 

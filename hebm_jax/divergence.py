@@ -107,7 +107,8 @@ def _per_step(steps: list[int], metrics: list[dict]) -> tuple[list[int], list[di
   """Splits entries of (S,) metric arrays (S steps ending at `step`) into S per-step entries."""
   out_steps, out = [], []
   for step, m in zip(steps, metrics):
-    n = int(np.size(next(iter(m.values())))) if m and np.ndim(next(iter(m.values()))) else 0
+    first = next(iter(m.values()), None)
+    n = int(np.size(first)) if np.ndim(first) else 0  # 0: one step's scalars
     if not n:
       out_steps.append(step)
       out.append(m)

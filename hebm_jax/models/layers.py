@@ -7,7 +7,6 @@ Dense kernels and biases. Padding reproduces PyTorch's explicit padding (never '
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Callable, Sequence
 
@@ -19,6 +18,7 @@ Array = jax.Array
 
 ACTIVATIONS = ("leaky_relu", "gelu", "swish", "elu", "relu")
 OUTPUTS = ("tanh", "sigmoid")
+CONV_IMPLS = ("auto", "conv", "matmul")
 
 _conv_init = nn.initializers.variance_scaling(1.0, "fan_avg", "normal")  # torch xavier_normal_
 _dense_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")  # torch default
@@ -50,48 +50,42 @@ def conv(features: int, kernel: int, stride: int, name: str, padding: int = 1) -
                  kernel_init=_conv_init, name=name)
 
 
-def _per_tap_products(x: Array, dy: Array, kh: int, kw: int, layout: str) -> Array:
-  """Kernel gradient of a 'VALID' stride-1 correlation as a few large matrix products.
+def _per_tap_products(x: Array, dy: Array, kh: int, kw: int) -> Array:
+  """Kernel gradient (kh, kw, Cout, Cin) of a 'VALID' stride-1 correlation, as kh matrix products.
 
   Contracting over the batch and all output positions at once is a large, well-shaped matrix
   product; XLA:CPU's own kernel-gradient convolution (the output size as its window) was the
-  slowest operation of the whole training step. For 'HWOI', one product per kernel row: dy is
-  shifted by each column offset j inside rows of the input's width and the kw shifted copies are
-  stacked on the channel axis, so each row of taps reads one row-shifted view of x instead of kw
-  copies of x (x is the larger operand in every layer here). Returns (kh, kw, Cout, Cin) for
-  layout 'HWOI', (kh, kw, Cin, Cout) for 'HWIO'.
+  slowest operation of the whole training step. One product per kernel row: dy is shifted by
+  each column offset j inside rows of the input's width and the kw shifted copies are stacked on
+  the channel axis, so each row of taps reads one row-shifted view of x instead of kw copies of
+  x (x is the larger operand in every layer here).
   """
-  ho, wo = dy.shape[1], dy.shape[2]
-  if layout == "HWOI":
-    wp = x.shape[2]
-    shifted = jnp.concatenate(
-        [jnp.pad(dy, ((0, 0), (0, 0), (j, wp - wo - j), (0, 0))) for j in range(kw)], axis=-1)
-    rows = [jnp.einsum("bhwq,bhwc->qc", shifted, x[:, i:i + ho]) for i in range(kh)]
-    return jnp.stack(rows).reshape(kh, kw, dy.shape[-1], x.shape[-1])
-  rows = [jnp.stack([jnp.einsum("bhwo,bhwc->co", dy, x[:, i:i + ho, j:j + wo]) for j in range(kw)])
-          for i in range(kh)]
-  return jnp.stack(rows)
+  ho, wo, wp = dy.shape[1], dy.shape[2], x.shape[2]
+  shifted = jnp.concatenate(
+      [jnp.pad(dy, ((0, 0), (0, 0), (j, wp - wo - j), (0, 0))) for j in range(kw)], axis=-1)
+  rows = [jnp.einsum("bhwq,bhwc->qc", shifted, x[:, i:i + ho]) for i in range(kh)]
+  return jnp.stack(rows).reshape(kh, kw, dy.shape[-1], x.shape[-1])
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv_correlate(x: Array, kernel: Array, layout: str) -> Array:
+@jax.custom_vjp
+def _conv_correlate(x: Array, kernel: Array) -> Array:
+  """'VALID' stride-1 correlation of x (B, H, W, Cin) with kernel (kh, kw, Cout, Cin)."""
   return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
-                                      dimension_numbers=("NHWC", layout, "NHWC"))
+                                      dimension_numbers=("NHWC", "HWOI", "NHWC"))
 
 
-def _conv_correlate_fwd(x, kernel, layout):
-  return _conv_correlate(x, kernel, layout), (x, kernel)
+def _conv_correlate_fwd(x, kernel):
+  return _conv_correlate(x, kernel), (x, kernel)
 
 
-def _conv_correlate_bwd(layout, residuals, dy):
+def _conv_correlate_bwd(residuals, dy):
   x, kernel = residuals
   kh, kw = kernel.shape[:2]
   # The input gradient is the full correlation of dy with the flipped kernel, its I and O swapped.
   dy_padded = jnp.pad(dy, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
-  swapped = "HWIO" if layout == "HWOI" else "HWOI"
   dx = jax.lax.conv_general_dilated(dy_padded, kernel[::-1, ::-1], (1, 1), "VALID",
-                                    dimension_numbers=("NHWC", swapped, "NHWC"))
-  return dx, _per_tap_products(x, dy, kh, kw, layout).astype(kernel.dtype)
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return dx, _per_tap_products(x, dy, kh, kw).astype(kernel.dtype)
 
 
 _conv_correlate.defvjp(_conv_correlate_fwd, _conv_correlate_bwd)
@@ -106,7 +100,7 @@ def _correlate(x: Array, kernel: Array, use_matmul: bool) -> Array:
   """
   kh, kw, cout, cin = kernel.shape
   if not use_matmul:
-    return _conv_correlate(x, kernel, "HWOI")
+    return _conv_correlate(x, kernel)
   ho, wo = x.shape[1] - kh + 1, x.shape[2] - kw + 1
   # One (Cout, Cin) matrix per tap, split (not indexed) so that the kernel's gradient is a single
   # concatenation of per-tap products rather than a sum of zero-padded copies of the kernel.
@@ -176,9 +170,6 @@ def conv_transpose_2d(x: Array, kernel: Array, stride: int, padding: int,
     rows.append(jnp.stack(row, axis=3))
   y = jnp.stack(rows, axis=2).reshape(b, mh * s, mw * s, kernel.shape[2])
   return y[:, :h_out, :w_out]
-
-
-CONV_IMPLS = ("auto", "conv", "matmul")
 
 
 class ConvTranspose(nn.Module):

@@ -14,9 +14,10 @@ runs on the GPU machine with `PYTHONPATH=.`. For each config:
   * for `svhn` and `svhn_fid`, the same work in PyTorch written the way the authors' code does
     (`benchmarks/torch_reference.py`), when torch is installed, and the speed-up.
 Then, for the --options configs, the step under each of `config.train`'s speed options
-(steps_per_dispatch=4, compute_dtype=bfloat16): ms per training step, compile s and the
-size of XLA's temporary buffers (`memory_analysis`). Then the input pipeline (in-memory digits through grain, images/s) and data-parallel scaling of
-the `svhn` step over 1/2/4/8 forced CPU devices (one subprocess each, pmap, fixed global batch).
+(steps_per_dispatch=4, compute_dtype=bfloat16): ms per training step, compile s and the size of
+XLA's temporary buffers (`memory_analysis`). Then the input pipeline (in-memory digits through
+grain, images/s) and data-parallel scaling of the `svhn` step over 1/2/4/8 forced CPU devices
+(one subprocess each, pmap, fixed global batch).
 Timing: one warm-up call (its time is the compile time), then the median of --repeats calls, each
 synchronised (`block_until_ready` / `torch.cuda.synchronize`) before the clock is read. Run it on
 an otherwise idle machine; the header prints hardware, versions and thread settings.
@@ -74,9 +75,11 @@ def peak_memory_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _model_and_state(name: str):
+def _model_and_state(name: str, train_options: dict | None = None):
+  """Config `name` (with `train_options` set in `config.train`), its model and a fresh state."""
   from hebm_jax import train  # pylint: disable=g-import-not-at-top
   config = importlib.import_module(f"configs.{name}").get_config()
+  config.train.update(train_options or {})
   model = train.create_model(config, steps_per_epoch=1000)
   shape = (config.data.image_size, config.data.image_size, config.data.channels)
   state = jax.jit(lambda k: train.create_train_state(model, k, shape))(jax.random.PRNGKey(0))
@@ -118,16 +121,10 @@ OPTIONS = (("default", {}), ("steps_per_dispatch=4", {"steps_per_dispatch": 4}),
 
 def option_rows(name: str, batch: int, repeats: int) -> list[dict]:
   """The train step of config `name` under each of `config.train`'s speed options."""
-  from hebm_jax import train  # pylint: disable=g-import-not-at-top
-  config = importlib.import_module(f"configs.{name}").get_config()
-  shape = (config.data.image_size, config.data.image_size, config.data.channels)
-  x = jax.random.uniform(jax.random.PRNGKey(1), (batch,) + shape, minval=-1.0, maxval=1.0)
   rows = []
   for label, option in OPTIONS:
-    c = config.copy_and_resolve_references()
-    c.train.update({k: v for k, v in option.items() if k != "steps_per_dispatch"})
-    model = train.create_model(c, steps_per_epoch=1000)
-    state = jax.jit(lambda k, m=model: train.create_train_state(m, k, shape))(jax.random.PRNGKey(0))
+    _, model, state, shape = _model_and_state(name, option)
+    x = jax.random.uniform(jax.random.PRNGKey(1), (batch,) + shape, minval=-1.0, maxval=1.0)
     timing, _ = step_timing(model, state, x, jax.random.PRNGKey(2), repeats,
                             option.get("steps_per_dispatch", 1))
     timing.pop("flops")

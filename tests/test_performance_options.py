@@ -7,18 +7,7 @@ import pytest
 
 from hebm_jax import checkpointing, divergence, input_pipeline, train
 from hebm_jax.config_validation import ConfigError, validate_config
-from tests.conftest import tiny_digits_config
-
-
-def _model_and_state(config):
-  model = train.create_model(config, steps_per_epoch=10)
-  shape = (config.data.image_size, config.data.image_size, config.data.channels)
-  return model, train.create_train_state(model, jax.random.PRNGKey(0), shape)
-
-
-def _max_abs_diff(a, b):
-  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
-             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+from tests.test_train import _max_abs_diff, _model_and_state
 
 
 def _batches(config, num, batch_size):

@@ -42,15 +42,15 @@ def torch_dense(features: int, fan_in: int, name: str | None = None) -> nn.Dense
 def conv(features: int, kernel: int, stride: int, name: str, padding: int = 1) -> nn.Conv:
   """Bias-free Conv2d with PyTorch padding (k4 s2 p1 halves, k3 s1 p1 keeps the size).
 
-  XLA's own convolution: forms with stride-1 correlations and per-tap kernel gradients (as the
-  transposed convolutions below use) measured slower on CPU for the encoder's shapes.
+  XLA's own convolution: forms with stride-1 correlations and matrix-product kernel gradients
+  (as the transposed convolutions below use) measured slower on CPU for the encoder's shapes.
   """
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((padding, padding), (padding, padding)), use_bias=False,
                  kernel_init=_conv_init, name=name)
 
 
-def _per_tap_products(x: Array, dy: Array, kh: int, kw: int) -> Array:
+def _kernel_gradient(x: Array, dy: Array, kh: int, kw: int) -> Array:
   """Kernel gradient (kh, kw, Cout, Cin) of a 'VALID' stride-1 correlation, as kh matrix products.
 
   Contracting over the batch and all output positions at once is a large, well-shaped matrix
@@ -85,7 +85,7 @@ def _conv_correlate_bwd(residuals, dy):
   dy_padded = jnp.pad(dy, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
   dx = jax.lax.conv_general_dilated(dy_padded, kernel[::-1, ::-1], (1, 1), "VALID",
                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  return dx, _per_tap_products(x, dy, kh, kw).astype(kernel.dtype)
+  return dx, _kernel_gradient(x, dy, kh, kw).astype(kernel.dtype)
 
 
 _conv_correlate.defvjp(_conv_correlate_fwd, _conv_correlate_bwd)

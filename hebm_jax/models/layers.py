@@ -58,12 +58,16 @@ def _kernel_gradient(x: Array, dy: Array, kh: int, kw: int) -> Array:
   slowest operation of the whole training step. One product per kernel row: dy is shifted by
   each column offset j inside rows of the input's width and the kw shifted copies are stacked on
   the channel axis, so each row of taps reads one row-shifted view of x instead of kw copies of
-  x (x is the larger operand in every layer here).
+  x (x is the larger operand in every layer here). Both operands are flattened to row-major
+  (B * H * W, .) matrices first: contracting the 4-d arrays over three axes made XLA:CPU
+  transpose the stacked dy in a slow strided copy before each product.
   """
   ho, wo, wp = dy.shape[1], dy.shape[2], x.shape[2]
   shifted = jnp.concatenate(
       [jnp.pad(dy, ((0, 0), (0, 0), (j, wp - wo - j), (0, 0))) for j in range(kw)], axis=-1)
-  rows = [jnp.einsum("bhwq,bhwc->qc", shifted, x[:, i:i + ho]) for i in range(kh)]
+  shifted = shifted.reshape(-1, shifted.shape[-1])
+  rows = [jnp.einsum("kq,kc->qc", shifted, x[:, i:i + ho].reshape(-1, x.shape[-1]))
+          for i in range(kh)]
   return jnp.stack(rows).reshape(kh, kw, dy.shape[-1], x.shape[-1])
 
 

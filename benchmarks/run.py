@@ -134,7 +134,7 @@ def option_rows(name: str, batch: int, repeats: int) -> list[dict]:
 
 def jax_rows(name: str, batch: int, repeats: int, peak: float) -> dict:
   """Training, sampling and network timings of config `name` at `batch`."""
-  from hebm_jax import models, sampler, train  # pylint: disable=g-import-not-at-top
+  from hebm_jax import sampler, train  # pylint: disable=g-import-not-at-top
   config, model, state, shape = _model_and_state(name)
   x = jax.random.uniform(jax.random.PRNGKey(1), (batch,) + shape, minval=-1.0, maxval=1.0)
   key = jax.random.PRNGKey(2)

@@ -31,6 +31,8 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
+from hebm_jax import fileio
+
 # Fields that fix the shapes of the saved arrays; everything else (sampler, optimiser rates,
 # schedule lengths, logging) may change between a run and its resumption.
 ARCHITECTURE_FIELDS = ("data.image_size", "data.channels", "model", "prior")
@@ -104,7 +106,8 @@ def ensure_workdir(workdir: str) -> None:
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), "checkpoints")
+  """<workdir>/checkpoints, absolute for a local workdir (orbax needs that), a URL kept as is."""
+  return os.path.join(fileio.absolute(workdir), "checkpoints")
 
 
 class _Manager(ocp.CheckpointManager):

@@ -39,7 +39,7 @@ def validate_config(config, num_devices: int | None = None) -> None:
   _positive(config, "data.image_size", integer=True)
   _positive(config, "data.channels", integer=True)
   validate_data_config(config.data)
-  m, d, p = config.model, config.data, config.prior
+  m, p = config.model, config.prior
   z_dims = tuple(m.z_dims)
   num_layers = len(z_dims)
   _require(num_layers >= 2, "model.z_dims", f"needs at least 2 layers, got {z_dims}.")

@@ -12,6 +12,7 @@ float32, `originals` and `reconstructions` uint8, and the settings.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 from typing import Iterator
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from hebm_jax import models, sampler, summary, visualization
+from hebm_jax import fileio, models, sampler, summary, visualization
 from hebm_jax.config_validation import ConfigError
 
 Array = jax.Array
@@ -151,7 +152,9 @@ def write_samples(config, workdir: str) -> str:
                            os.path.join(out_dir, "reconstructions.png"), scale)
     arrays.update(originals=_uint8(originals), reconstructions=_uint8(recon))
   settings.update(checkpoint_step=step, mala_acceptance_rate=acceptance)
-  np.savez_compressed(os.path.join(out_dir, "samples.npz"), settings=json.dumps(settings), **arrays)
+  buffer = io.BytesIO()
+  np.savez_compressed(buffer, settings=json.dumps(settings), **arrays)
+  fileio.write_bytes(os.path.join(out_dir, "samples.npz"), buffer.getvalue())
   logging.info("Wrote %d samples of step %d (%s, K=%d, s=%g%s) to %s", len(images), step,
                settings["method"], settings["n_steps"], settings["step_size"],
                f", MALA acceptance {acceptance:.3f}" if settings["method"] == "mala" else "", out_dir)

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from clu import parameter_overview
 
-from hebm_jax import models, train
+from hebm_jax import fileio, train
 from hebm_jax.config_validation import validate_config
 
 NETWORKS = ("encoder", "generator", "prior")
@@ -95,7 +95,7 @@ def write_summary(config, workdir: str) -> dict:
   if jax.process_index() == 0:
     checkpointing.ensure_workdir(workdir)
     path = os.path.join(workdir, "summary.json")
-    with open(path, "w") as f:
-      json.dump({k: v for k, v in summary.items() if k != "overview"}, f, indent=2)
+    fileio.write_text(path, json.dumps({k: v for k, v in summary.items() if k != "overview"},
+                                       indent=2))
     print(f"wrote {path}", flush=True)
   return summary

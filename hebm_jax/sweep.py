@@ -178,7 +178,6 @@ def run_sweep(config, workdir: str, specs: list[str], train: bool = True) -> lis
     rows.append({"run": name, "workdir": run_dir, "values": values, "results": out["results"],
                  "checkpoint_steps": out["checkpoint_steps"]})
   table = format_table(rows, [f for f, _ in axes])
-  os.makedirs(workdir, exist_ok=True)
   results.write_json(os.path.join(workdir, "sweep_results.json"),
                      {"axes": {f: v for f, v in axes}, "runs": rows})
   print(f"\nSweep over {', '.join(f for f, _ in axes)} ({len(rows)} runs):\n{table}", flush=True)

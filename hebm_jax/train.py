@@ -24,8 +24,8 @@ import optax
 from absl import logging
 from flax import struct
 
-from hebm_jax import (checkpointing, device_prefetch, divergence, input_pipeline, models,
-                      objectives, preemption, sampler, visualization)
+from hebm_jax import (checkpointing, device_prefetch, divergence, fileio, input_pipeline,
+                      models, objectives, preemption, sampler, visualization)
 from hebm_jax.config_validation import validate_config
 
 Array = jax.Array
@@ -577,19 +577,15 @@ def load_run_state(workdir: str) -> dict:
   as the run it continues.
   """
   path = _run_state_path(workdir)
-  if not os.path.exists(path):
+  if not fileio.exists(path):
     return {"restores": 0}
-  with open(path) as f:
-    return {"restores": 0, **json.load(f)}
+  return {"restores": 0, **json.loads(fileio.read_text(path))}
 
 
 def _save_run_state(workdir: str, run_state: dict) -> None:
   if jax.process_index() != 0:
     return
-  tmp = _run_state_path(workdir) + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(run_state, f)
-  os.replace(tmp, _run_state_path(workdir))
+  fileio.write_text(_run_state_path(workdir), json.dumps(run_state))
 
 
 def _scaled_learning_rates(config, factor: float):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import math
-import os
 
 import numpy as np
 from PIL import Image
+
+from hebm_jax import fileio
 
 
 def make_grid(images: np.ndarray, ncol: int | None = None, pad: int = 1) -> np.ndarray:
@@ -69,10 +71,11 @@ def with_titles(grids: list[np.ndarray], titles: list[str], gap: int = 4) -> np.
 
 def save_png(grid: np.ndarray, path: str, scale: int = 1) -> None:
   """Writes a [0, 1] grid (H, W, C) as an 8-bit PNG, each pixel repeated `scale` times."""
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   arr = (np.clip(grid, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
   if scale > 1:  # tiny images (8x8 to 32x32) are unreadable at their native size
     arr = np.repeat(np.repeat(arr, scale, axis=0), scale, axis=1)
   if arr.shape[-1] == 1:
     arr = arr[..., 0]
-  Image.fromarray(arr).save(path)
+  buffer = io.BytesIO()
+  Image.fromarray(arr).save(buffer, format="PNG")
+  fileio.write_bytes(path, buffer.getvalue())

@@ -1,7 +1,6 @@
 """`--mode=eval` end to end: every metric on a tiny model and mock data, and every bad input."""
 
 import json
-import os
 import pathlib
 import subprocess
 import sys

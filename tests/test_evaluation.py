@@ -1,7 +1,6 @@
 """The evaluation metrics as pure functions: detection, log p(x, z), the latent classifier, results."""
 
 import json
-import math
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from hebm_jax import models, train
+from hebm_jax import train
 from hebm_jax.evaluation import classifier, detection, log_joint, results
 from hebm_jax.evaluation.paper import Reported
 from tests.conftest import tiny_digits_config

@@ -22,7 +22,6 @@ antialiases when shrinking (as torchvision's `Resize` on PIL images), in uint8.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import io
 import os
 import socket
@@ -31,6 +30,7 @@ import time
 from typing import Any, Mapping
 
 from absl import logging
+from etils import epath
 import numpy as np
 from PIL import Image, JpegImagePlugin, PngImagePlugin
 
@@ -368,13 +368,22 @@ def _prepare_command(tfds_name: str, data_dir: str) -> str:
           '.download_and_prepare()"')
 
 
+def _is_dir(path: str) -> bool:
+  return epath.Path(path).is_dir()
+
+
 def _prepared_copies(root: str, tfds_name: str) -> list[tuple[str, str]]:
   """(version dir, file format) of each prepared copy of `tfds_name` under data_dir `root`."""
   copies = []
-  pattern = os.path.join(glob.escape(os.path.join(root, tfds_name)), "**", "dataset_info.json")
-  for info in sorted(glob.glob(pattern, recursive=True)):
-    folder = os.path.dirname(info)
-    names = os.listdir(folder)
+  base = epath.Path(root) / tfds_name  # also a gs:// data_dir, as on TPU pods
+  if not base.is_dir():
+    return copies
+  # <name>/<version>/ or <name>/<config>/<version>/; explicit levels, as object-store globs
+  # do not recurse with '**'.
+  infos = [*base.glob("*/dataset_info.json"), *base.glob("*/*/dataset_info.json")]
+  for info in sorted(infos, key=str):
+    folder = str(info.parent)
+    names = [p.name for p in info.parent.iterdir()]
     fmt = "unknown"
     for candidate in ("array_record", "parquet", "tfrecord"):
       if any(f".{candidate}-" in name for name in names):
@@ -413,7 +422,7 @@ def prepare_tfds(tfds_name: str, root: str) -> None:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   logging.warning("Preparing tfds dataset %r in %s (array_record): downloading; this runs once.",
                   tfds_name, root)
-  os.makedirs(root, exist_ok=True)
+  epath.Path(root).mkdir(parents=True, exist_ok=True)
   tfds.builder(tfds_name, data_dir=root, file_format="array_record").download_and_prepare()
 
 
@@ -461,10 +470,10 @@ def open_tfds(spec: DatasetSpec, split: str, data_dir: str, download: bool = Fal
         "are not installed (pip install tensorflow-datasets array-record).") from None
   explicit_dir = bool(data_dir)
   root = os.path.expanduser(data_dir) if explicit_dir else tfds.core.constants.get_default_data_dir()
-  missing = (explicit_dir and not os.path.isdir(root)) or not _prepared_copies(root, spec.tfds_name)
+  missing = (explicit_dir and not _is_dir(root)) or not _prepared_copies(root, spec.tfds_name)
   if missing and download and network_available():
     prepare_tfds(spec.tfds_name, root)
-  elif explicit_dir and not os.path.isdir(root):
+  elif explicit_dir and not _is_dir(root):
     raise FileNotFoundError(
         f"config.data.data_dir={data_dir!r} does not exist or is not a directory (looking for "
         f"tfds dataset {spec.tfds_name!r} of config.data.name={spec.name!r}). Prepare the dataset "

@@ -19,7 +19,7 @@ import time
 import jax
 from absl import logging
 
-from hebm_jax import checkpointing, summary, visualization
+from hebm_jax import checkpointing, fileio, summary, visualization
 from hebm_jax.config_validation import ConfigError
 from hebm_jax.evaluation import checkpoints
 from hebm_jax.evaluation import results as results_lib
@@ -129,7 +129,7 @@ def run_evaluation(config, workdir: str) -> dict:
   reported = paper.paper_numbers(config)
   table = results_lib.format_table(mean, std, reported, len(steps))
   results = {
-      "workdir": os.path.abspath(workdir),
+      "workdir": fileio.absolute(workdir),
       "checkpoint_steps": steps,
       "results": mean,
       "std_over_checkpoints": std if len(steps) > 1 else {},

@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import os
 from typing import Any
 
 import numpy as np
 
+from hebm_jax import fileio
 from hebm_jax.evaluation.paper import Reported
 
 
@@ -64,11 +64,7 @@ def _jsonable(value: Any) -> Any:
 
 def write_json(path: str, results: dict) -> None:
   """Writes `results` as indented JSON, atomically (a half-written file never replaces a good one)."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(_jsonable(results), f, indent=2, sort_keys=False)
-    f.write("\n")
-  os.replace(tmp, path)
+  fileio.write_text(path, json.dumps(_jsonable(results), indent=2, sort_keys=False) + "\n")
 
 
 # Entries that hold one value per metric (merged metric by metric); the rest describe the run.
@@ -82,16 +78,15 @@ def merge_with_existing(path: str, results: dict) -> dict:
   in both take the new values, the others are kept. A file for other checkpoints (another
   eval.num_checkpoints) is renamed `<path>.<UTC time>.json` rather than merged or overwritten.
   """
-  if not os.path.exists(path):
+  if not fileio.exists(path):
     return results
   try:
-    with open(path) as f:
-      old = json.load(f)
+    old = json.loads(fileio.read_text(path))
   except (OSError, ValueError):
     old = None
   if not old or old.get("checkpoint_steps") != list(results["checkpoint_steps"]):
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    os.replace(path, f"{path[:-len('.json')]}.{stamp}.json")
+    fileio.rename(path, f"{path[:-len('.json')]}.{stamp}.json")
     return results
   merged = dict(results)
   for key in _PER_METRIC:

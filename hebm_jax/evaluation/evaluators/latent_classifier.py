@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import jax
-import numpy as np
 from absl import logging
 
 from hebm_jax.evaluation import classifier

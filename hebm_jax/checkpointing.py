@@ -279,15 +279,17 @@ def _drop_late_loop_callbacks() -> None:
 
 
 class _UnretrievedReadErrors(logging_std.Filter):
-  """Drops asyncio's "Future exception was never retrieved" for the sibling reads of a failed
-  checkpoint read (the same teardown as above, when it reaches the loop before it closes): their
-  errors are the damage the restore already reports, once, as a warning."""
+  """Drops asyncio's "Future (or Task) exception was never retrieved" for the sibling reads of a
+  failed checkpoint read (the same teardown as above, when it reaches the loop before it closes):
+  their errors are the damage the restore already reports, once, as a warning. Which of the two
+  asyncio logs depends on whether the read was still wrapped in a Task when it was collected."""
 
+  _PREFIXES = ("Future exception was never retrieved", "Task exception was never retrieved")
   _MARKERS = ("OUT_OF_RANGE", "DATA_LOSS", "Error opening", "Error reading")
 
   def filter(self, record: logging_std.LogRecord) -> bool:
     message = record.getMessage()
-    return not (message.startswith("Future exception was never retrieved")
+    return not (message.startswith(self._PREFIXES)
                 and any(m in message for m in self._MARKERS))
 
 

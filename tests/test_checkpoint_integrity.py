@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import errno
 import hashlib
 import logging
@@ -213,6 +214,29 @@ def test_only_callbacks_into_a_closed_event_loop_are_dropped(monkeypatch):
   for unraisable in [_unraisable(late.value)] + others:
     sys.unraisablehook(unraisable)
   assert reported == others
+
+
+def test_unretrieved_read_errors_of_a_damaged_checkpoint_are_not_logged(caplog):
+  """A failed read's sibling reads die un-awaited; asyncio then logs "Future exception was never
+  retrieved" or, for a read still wrapped in a Task, "Task exception ..." with a traceback. Both
+  are dropped for read errors (the restore names the damage once); any other error is kept."""
+
+  async def fail(message):
+    raise ValueError(message)
+
+  caplog.set_level(logging.ERROR, logger="asyncio")
+  loop = asyncio.new_event_loop()
+  tasks = [loop.create_task(fail(m)) for m in (
+      'OUT_OF_RANGE: Error reading "params.kernel/0.0" in OCDBT database', "a real error")]
+  future = loop.create_future()
+  future.set_exception(ValueError("DATA_LOSS: Error opening the state"))
+  loop.run_until_complete(asyncio.sleep(0))
+  loop.close()
+  del tasks, future
+  gc.collect()
+  logged = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+  assert len(logged) == 1, logged
+  assert logged[0].startswith("Task exception was never retrieved") and "a real error" in logged[0]
 
 
 def test_when_every_checkpoint_is_damaged_all_are_named_and_none_deleted(setup, tmp_path):

@@ -29,9 +29,8 @@ def exists(path: str) -> bool:
   return epath.Path(path).exists()
 
 
-def makedirs(path: str) -> None:
-  """Creates `path` and its parents if needed (a no-op for object-store prefixes)."""
-  epath.Path(path).mkdir(parents=True, exist_ok=True)
+def is_dir(path: str) -> bool:
+  return epath.Path(path).is_dir()
 
 
 def read_text(path: str) -> str:

@@ -34,6 +34,7 @@ from etils import epath
 import numpy as np
 from PIL import Image, JpegImagePlugin, PngImagePlugin
 
+from hebm_jax import fileio
 from hebm_jax.data import anomaly, datasets
 from hebm_jax.data.datasets import DataOptions, DatasetSpec
 from hebm_jax.errors import ConfigError
@@ -368,10 +369,6 @@ def _prepare_command(tfds_name: str, data_dir: str) -> str:
           '.download_and_prepare()"')
 
 
-def _is_dir(path: str) -> bool:
-  return epath.Path(path).is_dir()
-
-
 def _prepared_copies(root: str, tfds_name: str) -> list[tuple[str, str]]:
   """(version dir, file format) of each prepared copy of `tfds_name` under data_dir `root`."""
   copies = []
@@ -470,10 +467,10 @@ def open_tfds(spec: DatasetSpec, split: str, data_dir: str, download: bool = Fal
         "are not installed (pip install tensorflow-datasets array-record).") from None
   explicit_dir = bool(data_dir)
   root = os.path.expanduser(data_dir) if explicit_dir else tfds.core.constants.get_default_data_dir()
-  missing = (explicit_dir and not _is_dir(root)) or not _prepared_copies(root, spec.tfds_name)
+  missing = (explicit_dir and not fileio.is_dir(root)) or not _prepared_copies(root, spec.tfds_name)
   if missing and download and network_available():
     prepare_tfds(spec.tfds_name, root)
-  elif explicit_dir and not _is_dir(root):
+  elif explicit_dir and not fileio.is_dir(root):
     raise FileNotFoundError(
         f"config.data.data_dir={data_dir!r} does not exist or is not a directory (looking for "
         f"tfds dataset {spec.tfds_name!r} of config.data.name={spec.name!r}). Prepare the dataset "

@@ -18,7 +18,7 @@ import numpy as np
 from absl import logging
 from flax import serialization
 
-from hebm_jax import generate
+from hebm_jax import fileio, generate
 from hebm_jax.evaluation import encode, feature_classifier, fid, inception
 from hebm_jax.evaluation.checkpoints import EvaluationError
 from hebm_jax.evaluation.evaluators import base
@@ -241,11 +241,7 @@ class ClassifierFD(_Frechet):
       t = test.get(np.arange(m))
       acc = feature_classifier.accuracy(params, num_classes, t["image"], t["label"])
       logging.info("classifier_fd: feature classifier test accuracy %.4f on %d images.", acc, m)
-      os.makedirs(os.path.dirname(path), exist_ok=True)
-      tmp = path + ".tmp"
-      with open(tmp, "wb") as f:
-        f.write(serialization.to_bytes(params))
-      os.replace(tmp, path)
+      fileio.write_bytes(path, serialization.to_bytes(params))
     self.classifier_path = path
     return feature_classifier.feature_fn(params, num_classes)
 

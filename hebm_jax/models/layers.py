@@ -50,61 +50,25 @@ def conv(features: int, kernel: int, stride: int, name: str, padding: int = 1) -
                  kernel_init=_conv_init, name=name)
 
 
-def _kernel_gradient(x: Array, dy: Array, kh: int, kw: int) -> Array:
-  """Kernel gradient (kh, kw, Cout, Cin) of a 'VALID' stride-1 correlation, as kh matrix products.
+def _correlate(x: Array, kernel: Array, pads: tuple[tuple[int, int], tuple[int, int]],
+               use_matmul: bool) -> Array:
+  """Stride-1 cross-correlation of x (B, H, W, Cin) padded by `pads`, kernel (kh, kw, Cout, Cin).
 
-  Contracting over the batch and all output positions at once is a large, well-shaped matrix
-  product; XLA:CPU's own kernel-gradient convolution (the output size as its window) was the
-  slowest operation of the whole training step. One product per kernel row: dy is shifted by
-  each column offset j inside rows of the input's width and the kw shifted copies are stacked on
-  the channel axis, so each row of taps reads one row-shifted view of x instead of kw copies of
-  x (x is the larger operand in every layer here). Both operands are flattened to row-major
-  (B * H * W, .) matrices first: contracting the 4-d arrays over three axes made XLA:CPU
-  transpose the stacked dy in a slow strided copy before each product.
-  """
-  ho, wo, wp = dy.shape[1], dy.shape[2], x.shape[2]
-  shifted = jnp.concatenate(
-      [jnp.pad(dy, ((0, 0), (0, 0), (j, wp - wo - j), (0, 0))) for j in range(kw)], axis=-1)
-  shifted = shifted.reshape(-1, shifted.shape[-1])
-  rows = [jnp.einsum("kq,kc->qc", shifted, x[:, i:i + ho].reshape(-1, x.shape[-1]))
-          for i in range(kh)]
-  return jnp.stack(rows).reshape(kh, kw, dy.shape[-1], x.shape[-1])
-
-
-@jax.custom_vjp
-def _conv_correlate(x: Array, kernel: Array) -> Array:
-  """'VALID' stride-1 correlation of x (B, H, W, Cin) with kernel (kh, kw, Cout, Cin)."""
-  return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID",
-                                      dimension_numbers=("NHWC", "HWOI", "NHWC"))
-
-
-def _conv_correlate_fwd(x, kernel):
-  return _conv_correlate(x, kernel), (x, kernel)
-
-
-def _conv_correlate_bwd(residuals, dy):
-  x, kernel = residuals
-  kh, kw = kernel.shape[:2]
-  # The input gradient is the full correlation of dy with the flipped kernel, its I and O swapped.
-  dy_padded = jnp.pad(dy, ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)))
-  dx = jax.lax.conv_general_dilated(dy_padded, kernel[::-1, ::-1], (1, 1), "VALID",
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  return dx, _kernel_gradient(x, dy, kh, kw).astype(kernel.dtype)
-
-
-_conv_correlate.defvjp(_conv_correlate_fwd, _conv_correlate_bwd)
-
-
-def _correlate(x: Array, kernel: Array, use_matmul: bool) -> Array:
-  """'VALID' stride-1 cross-correlation of x (B, H, W, Cin) with kernel (kh, kw, Cout, Cin).
+  `pads` are ((low, high), (low, high)) for H and W; negative values crop. On the conv path they
+  stay inside the convolution: XLA:CPU runs a 'VALID' convolution of an already padded array
+  (forward, and above all its kernel gradient, whose window is then the whole output) up to 20x
+  slower than the same convolution with the padding in its window, so padding first and
+  correlating 'VALID' made the generator's kernel gradients the slowest operations of the step.
 
   The kernel stays in the (.., Cout, Cin) layout it is stored in: a transpose here would become a
   transposed read inside the optimiser's fused update of its gradient, which on XLA:CPU cost more
   than the convolutions themselves for the 2048-channel layers.
   """
-  kh, kw, cout, cin = kernel.shape
   if not use_matmul:
-    return _conv_correlate(x, kernel)
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), pads,
+                                        dimension_numbers=("NHWC", "HWOI", "NHWC"))
+  kh, kw, cout, cin = kernel.shape
+  x = jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
   ho, wo = x.shape[1] - kh + 1, x.shape[2] - kw + 1
   # One (Cout, Cin) matrix per tap, split (not indexed) so that the kernel's gradient is a single
   # concatenation of per-tap products rather than a sum of zero-padded copies of the kernel.
@@ -159,7 +123,6 @@ def conv_transpose_2d(x: Array, kernel: Array, stride: int, padding: int,
   h_out, w_out = (h - 1) * s - 2 * p + k, (w - 1) * s - 2 * p + k
   mh, mw = -(-h_out // s), -(-w_out // s)  # outputs per phase
   use_matmul = impl == "matmul" or (impl == "auto" and b * mh * mw < x.shape[-1])
-  zero = jnp.zeros((), x.dtype)
   rows = []
   for ry in range(s):
     t0y, ny, loy = _phase_taps(k, s, p, ry)
@@ -168,9 +131,8 @@ def conv_transpose_2d(x: Array, kernel: Array, stride: int, padding: int,
       t0x, nx, lox = _phase_taps(k, s, p, rx)
       # Taps in correlation order: tap t0 + s*d reads offset q - d, so the slice is reversed.
       taps = kernel[t0y::s, t0x::s][::-1, ::-1]
-      xp = jax.lax.pad(x, zero, ((0, 0, 0), (-loy, mh + loy + ny - 1 - h, 0),
-                                 (-lox, mw + lox + nx - 1 - w, 0), (0, 0, 0)))
-      row.append(_correlate(xp, taps, use_matmul))
+      pads = ((-loy, mh + loy + ny - 1 - h), (-lox, mw + lox + nx - 1 - w))
+      row.append(_correlate(x, taps, pads, use_matmul))
     rows.append(jnp.stack(row, axis=3))
   y = jnp.stack(rows, axis=2).reshape(b, mh * s, mw * s, kernel.shape[2])
   return y[:, :h_out, :w_out]

@@ -8,13 +8,15 @@ Runs without TensorFlow (random images and weights; the configs' models), so the
 runs on the GPU machine with `PYTHONPATH=.`. For each config:
   * training iteration (`train.train_step` jitted with the state donated, as the trainer runs it):
     compile s, median ms, images/s, XLA's FLOP count of the step and the achieved share of the
-    matmul peak measured below;
+    matmul peak measured below; every program is compiled with the XLA options the config
+    selects (`xla_options.for_config`, e.g. `svhn`'s `train.xla_cpu_ynnpack=False` on CPU);
   * prior sampling: the config's K Langevin steps on a batch of chains, chains/s and us per step;
   * encoder and generator forward and forward+backward, ms; encoder inference images/s;
   * for `svhn` and `svhn_fid`, the same work in PyTorch written the way the authors' code does
     (`benchmarks/torch_reference.py`), when torch is installed, and the speed-up.
 Then, for the --options configs, the step under each of `config.train`'s speed options
-(steps_per_dispatch=4, compute_dtype=bfloat16): ms per training step, compile s and the size of
+(steps_per_dispatch=4, compute_dtype=bfloat16, and train.xla_cpu_ynnpack flipped from the
+config's value on CPU): ms per training step, compile s and the size of
 XLA's temporary buffers (`memory_analysis`). Then the input pipeline (in-memory digits through
 grain, images/s) and data-parallel scaling of the `svhn` step over 1/2/4/8 forced CPU devices
 (one subprocess each, pmap, fixed global batch).
@@ -86,16 +88,22 @@ def _model_and_state(name: str, train_options: dict | None = None):
   return config, model, state, shape
 
 
-def step_timing(model, state, x, key, repeats: int, steps_per_call: int = 1):
+def _compiler_options(config) -> dict | None:
+  from hebm_jax import xla_options  # pylint: disable=g-import-not-at-top
+  return xla_options.for_config(config.train) or None
+
+
+def step_timing(model, state, x, key, repeats: int, steps_per_call: int = 1,
+                compiler_options: dict | None = None):
   """Times the jitted, state-donating train step (or `train_steps` over `steps_per_call` copies
-  of batch `x`): compile s, ms per training step, XLA's FLOPs per step and its temporary-buffer
-  size. Returns (timings, the state after the calls)."""
+  of batch `x`), compiled with `compiler_options`: compile s, ms per training step, XLA's FLOPs
+  per step and its temporary-buffer size. Returns (timings, the state after the calls)."""
   from hebm_jax import train  # pylint: disable=g-import-not-at-top
   fn = train.train_step if steps_per_call == 1 else train.train_steps
   batch = {"image": x if steps_per_call == 1 else jnp.stack([x] * steps_per_call)}
   t0 = time.perf_counter()
   compiled = jax.jit(functools.partial(fn, model), donate_argnums=(0,)).lower(
-      state, batch, key).compile()
+      state, batch, key).compile(compiler_options)
   compile_s = time.perf_counter() - t0
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -122,11 +130,15 @@ OPTIONS = (("default", {}), ("steps_per_dispatch=4", {"steps_per_dispatch": 4}),
 def option_rows(name: str, batch: int, repeats: int) -> list[dict]:
   """The train step of config `name` under each of `config.train`'s speed options."""
   rows = []
-  for label, option in OPTIONS:
-    _, model, state, shape = _model_and_state(name, option)
+  options = list(OPTIONS)
+  if jax.default_backend() == "cpu":
+    flipped = not importlib.import_module(f"configs.{name}").get_config().train.xla_cpu_ynnpack
+    options.append((f"xla_cpu_ynnpack={flipped}", {"xla_cpu_ynnpack": flipped}))
+  for label, option in options:
+    config, model, state, shape = _model_and_state(name, option)
     x = jax.random.uniform(jax.random.PRNGKey(1), (batch,) + shape, minval=-1.0, maxval=1.0)
     timing, _ = step_timing(model, state, x, jax.random.PRNGKey(2), repeats,
-                            option.get("steps_per_dispatch", 1))
+                            option.get("steps_per_dispatch", 1), _compiler_options(config))
     timing.pop("flops")
     rows.append({"config": name, "batch": batch, "option": label, **timing})
   return rows
@@ -139,15 +151,17 @@ def jax_rows(name: str, batch: int, repeats: int, peak: float) -> dict:
   x = jax.random.uniform(jax.random.PRNGKey(1), (batch,) + shape, minval=-1.0, maxval=1.0)
   key = jax.random.PRNGKey(2)
   out = {"config": name, "batch": batch}
+  options = _compiler_options(config)
+  jit = functools.partial(jax.jit, compiler_options=options)
 
-  timing, state = step_timing(model, state, x, key, repeats)
+  timing, state = step_timing(model, state, x, key, repeats, compiler_options=options)
   flops = timing.pop("flops")
   out.update(timing, step_images_per_s=batch / (timing["step_ms"] / 1e3), step_gflop=flops / 1e9,
              step_flops_share_of_peak=flops / (timing["step_ms"] / 1e3) / peak if peak else 0.0)
 
   if model.prior is not None:
     z0 = jax.random.normal(jax.random.PRNGKey(3), (batch, model.latent_dim))
-    sample = jax.jit(lambda p, s, z, k: sampler.sample_prior(
+    sample = jit(lambda p, s, z, k: sampler.sample_prior(
         model.prior, p, s, z, k, model.n_steps, model.step_size)[0])
     _, t = timed(lambda: jax.block_until_ready(
         sample(state.params["prior"], state.sn_state, z0, key)), repeats)
@@ -156,10 +170,10 @@ def jax_rows(name: str, batch: int, repeats: int, peak: float) -> dict:
   enc = train.network_variables(state, "encoder")
   gen = train.network_variables(state, "generator")
   means = model.encoder.apply(enc, x)[0]
-  enc_f = jax.jit(lambda p: model.encoder.apply(p, x)[0])
-  enc_fb = jax.jit(jax.grad(lambda p: sum(jnp.sum(m) for m in model.encoder.apply(p, x)[0])))
-  gen_f = jax.jit(lambda p: model.generator.apply(p, means))
-  gen_fb = jax.jit(jax.grad(lambda p: jnp.sum(model.generator.apply(p, means) ** 2) / batch))
+  enc_f = jit(lambda p: model.encoder.apply(p, x)[0])
+  enc_fb = jit(jax.grad(lambda p: sum(jnp.sum(m) for m in model.encoder.apply(p, x)[0])))
+  gen_f = jit(lambda p: model.generator.apply(p, means))
+  gen_fb = jit(jax.grad(lambda p: jnp.sum(model.generator.apply(p, means) ** 2) / batch))
   for label, fn, arg in (("encoder_f", enc_f, enc), ("encoder_fb", enc_fb, enc),
                          ("generator_f", gen_f, gen), ("generator_fb", gen_fb, gen)):
     _, t = timed(lambda fn=fn, arg=arg: jax.block_until_ready(fn(arg)), repeats)
@@ -216,9 +230,9 @@ def input_pipeline_row(seconds: float = 3.0) -> dict:
 def scaling_worker(devices: int, batch: int, repeats: int) -> None:
   """Child process: the pmapped `svhn` step on `devices` forced CPU devices; prints JSON."""
   from hebm_jax import checkpointing, train  # pylint: disable=g-import-not-at-top
-  _, model, state, shape = _model_and_state("svhn")
+  config, model, state, shape = _model_and_state("svhn")
   state = jax.device_put(jax.device_get(state), checkpointing.local_replicated_sharding())
-  p_step = train.make_p_train_step(model)
+  p_step = train.make_p_train_step(model, compiler_options=_compiler_options(config))
   x = np.random.default_rng(0).uniform(-1, 1, (batch,) + shape).astype(np.float32)
   images = train.shard_batch({"image": x})
   holder = [state]

@@ -87,6 +87,8 @@ def get_config() -> ml_collections.ConfigDict:
                                     # log/image/checkpoint/eval intervals must be multiples of it
   train.compute_dtype = "float32"   # 'bfloat16': encoder/generator arithmetic in bf16 (f32
                                     # parameters, optimiser, EBM and sampler); not exact, see README
+  train.xla_cpu_ynnpack = True      # False: XLA:CPU keeps convolutions on its Eigen kernels instead
+                                    # of YNNPACK (faster for narrow networks; BENCHMARKS.md)
 
   config.checkpoint = ckpt = ml_collections.ConfigDict()
   ckpt.every_steps = 500

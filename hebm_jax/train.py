@@ -25,7 +25,7 @@ from absl import logging
 from flax import struct
 
 from hebm_jax import (checkpointing, device_prefetch, divergence, fileio, input_pipeline,
-                      models, objectives, preemption, sampler, visualization)
+                      models, objectives, preemption, sampler, visualization, xla_options)
 from hebm_jax.config_validation import validate_config
 
 Array = jax.Array
@@ -411,17 +411,19 @@ def train_steps(model: HEBM, state: TrainState, batches: dict, key: Array,
                       unroll=bool(unroll))
 
 
-def make_p_train_step(model: HEBM, steps_per_call: int = 1):
+def make_p_train_step(model: HEBM, steps_per_call: int = 1,
+                      compiler_options: dict[str, str] | None = None):
   """`train_step` (or `train_steps` when steps_per_call > 1) under `jax.pmap`.
 
   State and key are unreplicated (in_axes=None); the batch is split on axis 0, the device axis
-  `shard_batch` adds.
+  `shard_batch` adds. `compiler_options` (`xla_options.for_config`) go to XLA with the program.
   """
   # The old state is donated: its buffers hold the new one, so the step never holds two copies
   # of the parameters and optimiser moments (74M parameters x 3 for `svhn_fid`).
   fn = train_step if steps_per_call == 1 else train_steps
-  return jax.pmap(functools.partial(fn, model, axis_name=AXIS), axis_name=AXIS,
-                  in_axes=(None, 0, None), out_axes=None, donate_argnums=(0,))
+  return xla_options.compile_with(
+      jax.pmap(functools.partial(fn, model, axis_name=AXIS), axis_name=AXIS,
+               in_axes=(None, 0, None), out_axes=None, donate_argnums=(0,)), compiler_options)
 
 
 def dispatch_size(step: int, num_steps: int, steps_per_dispatch: int) -> int:
@@ -455,9 +457,12 @@ def eval_step(model: HEBM, state: TrainState, batch: dict, axis_name: str | None
   return jax.lax.psum(out, axis_name) if axis_name else out
 
 
-def make_p_eval_step(model: HEBM):
-  return jax.pmap(functools.partial(eval_step, model, axis_name=AXIS), axis_name=AXIS,
-                  in_axes=(None, 0), out_axes=None)
+def make_p_eval_step(model: HEBM, compiler_options: dict[str, str] | None = None):
+  """`eval_step` under `jax.pmap` (state unreplicated, batch split on axis 0), compiled with
+  `compiler_options`."""
+  return xla_options.compile_with(
+      jax.pmap(functools.partial(eval_step, model, axis_name=AXIS), axis_name=AXIS,
+               in_axes=(None, 0), out_axes=None), compiler_options)
 
 
 def shard_batch(batch: dict, devices: Sequence[jax.Device] | None = None,
@@ -654,10 +659,12 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   if restored_step is None:
     writer.write_hparams(_flatten(checkpointing.config_to_dict(config)))
   per_call = config.train.get("steps_per_dispatch", 1)
-  p_train_step = make_p_train_step(model)
-  p_train_chunk = make_p_train_step(model, per_call) if per_call > 1 else None
-  p_eval_step = make_p_eval_step(model)
-  summaries = jax.jit(functools.partial(image_summaries, model, num=config.logging.num_images))
+  options = xla_options.for_config(config.train)
+  p_train_step = make_p_train_step(model, compiler_options=options)
+  p_train_chunk = make_p_train_step(model, per_call, options) if per_call > 1 else None
+  p_eval_step = make_p_eval_step(model, options)
+  summaries = jax.jit(functools.partial(image_summaries, model, num=config.logging.num_images),
+                      compiler_options=options or None)
   eval_images = next(input_pipeline.eval_batches(eval_source, min(16, len(eval_source)), 1))["image"]
 
   num_steps = config.train.num_steps
@@ -749,8 +756,8 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
                           f" and learning rates x{factor:g}" if factor != 1.0 else "")
           if factor != 1.0:
             model = create_model(_scaled_learning_rates(config, factor), steps_per_epoch)
-            p_train_step = make_p_train_step(model)
-            p_train_chunk = make_p_train_step(model, per_call) if per_call > 1 else None
+            p_train_step = make_p_train_step(model, compiler_options=options)
+            p_train_chunk = make_p_train_step(model, per_call, options) if per_call > 1 else None
           train_key = jax.random.fold_in(base_train_key, run_state["restores"])
           state, _ = checkpointing.restore(manager, init_state, config)
           state = jax.device_put(state, checkpointing.local_replicated_sharding())

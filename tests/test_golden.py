@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from configs import svhn, svhn_fid
-from hebm_jax import checkpointing, convert, models, objectives, sampler, train
+from hebm_jax import checkpointing, convert, models, objectives, sampler, train, xla_options
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN_DIR = pathlib.Path(os.environ.get("HEBM_GOLDEN_DIR",
@@ -178,12 +178,15 @@ def prior_phase(model, init, draws, gi_phase):
   return dict(z_neg=z_neg, e_loss=e_loss, grads=grads, sn_state=sn_final)
 
 
-@pytest.fixture(scope="module")
-def stepped(model, init, images, draws):
-  """The converted init state after one `train.train_step_from_draws` with the golden draws."""
+@pytest.fixture(scope="module", params=[None, xla_options.YNNPACK_OFF], ids=["xla", "no_ynnpack"])
+def stepped(request, model, init, images, draws):
+  """The converted init state after one `train.train_step_from_draws` with the golden draws,
+  compiled with XLA's defaults and with the CPU option `configs/svhn.py` selects."""
   params, sn_state = init
   state = train.state_from_params(model, params, sn_state)
-  step = jax.jit(lambda s, x, d: train.train_step_from_draws(model, s, x, d))
+  options = request.param if jax.default_backend() == "cpu" else None
+  step = jax.jit(lambda s, x, d: train.train_step_from_draws(model, s, x, d),
+                 compiler_options=options)
   return step(state, images, draws)
 
 

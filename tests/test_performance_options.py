@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hebm_jax import checkpointing, divergence, input_pipeline, train
+from configs import svhn, svhn_fid
+from hebm_jax import checkpointing, divergence, input_pipeline, train, xla_options
 from hebm_jax.config_validation import ConfigError, validate_config
 from tests.test_train import _max_abs_diff, _model_and_state
 
@@ -71,12 +72,14 @@ def test_the_divergence_guard_splits_chunked_metrics_into_steps():
     ("train.steps_per_dispatch", 0, "must be a positive integer"),
     ("logging.log_every_steps", 3, "not a multiple of train.steps_per_dispatch=2"),
     ("train.compute_dtype", "float16", "unknown dtype 'float16'"),
+    ("train.xla_cpu_ynnpack", "no", "must be True or False, got 'no'"),
     ("checkpoint.every_steps", 3, "not a multiple of train.steps_per_dispatch=2"),
 ])
 def test_bad_speed_options_are_named(tiny_config, field, value, message):
   tiny_config.train.steps_per_dispatch = 2
   tiny_config.checkpoint.every_steps = 2
   section, name = field.split(".")
+  del tiny_config[section][name]   # past ConfigDict's own type check, as a config file can be
   tiny_config[section][name] = value
   with pytest.raises(ConfigError, match=f"config.{field}: .*{message}"):
     validate_config(tiny_config)
@@ -101,3 +104,81 @@ def test_bfloat16_compute_keeps_float32_state_and_a_close_loss(tiny_config):
   assert float(m16["loss"]) != float(m32["loss"])  # the option does change the arithmetic
   for k in ("encoder", "generator"):
     np.testing.assert_allclose(m16[f"grad_norm/{k}"], m32[f"grad_norm/{k}"], rtol=5e-2)
+
+
+# ------------------------------------------------------------------------------------------------
+# train.xla_cpu_ynnpack: XLA compiler options per compiled program.
+# ------------------------------------------------------------------------------------------------
+
+
+def _conv(x, w):
+  return jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def test_config_field_selects_the_options_on_cpu_only(tiny_config):
+  assert xla_options.for_config(tiny_config.train, "cpu") == {}
+  tiny_config.train.xla_cpu_ynnpack = False
+  assert xla_options.for_config(tiny_config.train, "cpu") == xla_options.YNNPACK_OFF
+  assert xla_options.for_config(tiny_config.train, "gpu") == {}
+  assert xla_options.for_config(tiny_config.train, "tpu") == {}
+  del tiny_config.train["xla_cpu_ynnpack"]
+  assert xla_options.for_config(tiny_config.train, "cpu") == {}   # older configs
+  assert svhn.get_config().train.xla_cpu_ynnpack is False
+  assert svhn_fid.get_config().train.xla_cpu_ynnpack is True
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the option names an XLA:CPU pass")
+def test_the_option_reaches_xla_and_keeps_the_numbers():
+  """By default XLA:CPU runs this convolution as a YNNPACK fusion; with the option it does not."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (32, 16, 16, 32))
+  w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 32, 32))
+  default = jax.jit(_conv)
+  wrapped = xla_options.compile_with(jax.jit(_conv), xla_options.YNNPACK_OFF)
+  np.testing.assert_allclose(wrapped(x, w), default(x, w), rtol=1e-5, atol=1e-4)
+  assert "ynn_fusion" in default.lower(x, w).compile().as_text()
+  (program,) = wrapped.programs.values()
+  assert "convolution(" in program.as_text() and "ynn_fusion" not in program.as_text()
+
+
+def test_compile_with_compiles_once_per_signature():
+  traces = []
+
+  def f(x):
+    traces.append(x.shape)
+    return x * 2.0
+
+  wrapped = xla_options.compile_with(jax.jit(f), {"xla_cpu_experimental_ynn_fusion_type": ""})
+  for _ in range(3):
+    np.testing.assert_array_equal(wrapped(jnp.ones(3)), 2.0)
+  wrapped(jnp.ones(4))
+  assert traces == [(3,), (4,)] and len(wrapped.programs) == 2
+  assert xla_options.compile_with(jax.jit(f), {}) is not wrapped   # no options: fn itself
+  plain = jax.jit(f)
+  assert xla_options.compile_with(plain, {}) is plain
+
+
+def test_an_option_xla_does_not_know_only_warns(caplog):
+  wrapped = xla_options.compile_with(jax.jit(lambda x: x + 1.0), {"xla_no_such_option": "1"})
+  with caplog.at_level("WARNING"):
+    np.testing.assert_array_equal(wrapped(jnp.zeros(2)), 1.0)
+  assert "xla_no_such_option" in caplog.text
+
+
+def test_pmapped_step_with_the_option_matches_the_default(tiny_config):
+  model, state = _model_and_state(tiny_config)
+  (x,) = _batches(tiny_config, 1, 8 * jax.local_device_count())
+  key = jax.random.PRNGKey(5)
+  sharding = checkpointing.local_replicated_sharding()
+  results = []
+  for options in ({}, xla_options.YNNPACK_OFF):
+    step = train.make_p_train_step(model, compiler_options=options)
+    s = jax.device_put(jax.device_get(state), sharding)
+    for _ in range(2):   # the second call reuses the program and the donated state
+      s, m = step(s, train.shard_batch({"image": x}), key)
+    results.append((s, jax.device_get(m)))
+  assert len(step.programs) == 1
+  (s1, m1), (s2, m2) = results
+  assert int(s1.step) == int(s2.step) == 2
+  np.testing.assert_allclose(m2["loss"], m1["loss"], rtol=1e-5)
+  assert _max_abs_diff(s1.params, s2.params) < 1e-5

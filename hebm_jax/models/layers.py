@@ -42,8 +42,8 @@ def torch_dense(features: int, fan_in: int, name: str | None = None) -> nn.Dense
 def conv(features: int, kernel: int, stride: int, name: str, padding: int = 1) -> nn.Conv:
   """Bias-free Conv2d with PyTorch padding (k4 s2 p1 halves, k3 s1 p1 keeps the size).
 
-  XLA's own convolution: forms with stride-1 correlations and matrix-product kernel gradients
-  (as the transposed convolutions below use) measured slower on CPU for the encoder's shapes.
+  XLA's own convolution, padding in its window: im2col products, space-to-depth forms and
+  matrix-product kernel gradients all measured slower on CPU for the encoder's shapes.
   """
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((padding, padding), (padding, padding)), use_bias=False,

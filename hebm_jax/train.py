@@ -663,8 +663,8 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   p_train_step = make_p_train_step(model, compiler_options=options)
   p_train_chunk = make_p_train_step(model, per_call, options) if per_call > 1 else None
   p_eval_step = make_p_eval_step(model, options)
-  summaries = jax.jit(functools.partial(image_summaries, model, num=config.logging.num_images),
-                      compiler_options=options or None)
+  summaries = xla_options.compile_with(
+      jax.jit(functools.partial(image_summaries, model, num=config.logging.num_images)), options)
   eval_images = next(input_pipeline.eval_batches(eval_source, min(16, len(eval_source)), 1))["image"]
 
   num_steps = config.train.num_steps

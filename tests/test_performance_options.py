@@ -1,4 +1,6 @@
-"""The speed options of `config.train`: several steps per dispatch, bf16 compute."""
+"""The speed options of `config.train`: steps per dispatch, bf16 compute, XLA compiler options."""
+
+import os
 
 import jax
 import jax.numpy as jnp
@@ -182,3 +184,12 @@ def test_pmapped_step_with_the_option_matches_the_default(tiny_config):
   assert int(s1.step) == int(s2.step) == 2
   np.testing.assert_allclose(m2["loss"], m1["loss"], rtol=1e-5)
   assert _max_abs_diff(s1.params, s2.params) < 1e-5
+
+
+def test_a_run_with_the_option_trains_evaluates_and_writes_images(tiny_config, tmp_path):
+  """The trainer's step, eval step and image summaries all go through `compile_with`."""
+  tiny_config.train.xla_cpu_ynnpack = False
+  state = train.train_and_evaluate(tiny_config, str(tmp_path))
+  assert int(state.step) == tiny_config.train.num_steps
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3", "6"]
+  assert (tmp_path / "images" / "hierarchical_00000006.png").exists()

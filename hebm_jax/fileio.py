@@ -37,6 +37,10 @@ def read_text(path: str) -> str:
   return epath.Path(path).read_text()
 
 
+def read_bytes(path: str) -> bytes:
+  return epath.Path(path).read_bytes()
+
+
 def write_bytes(path: str, data: bytes) -> None:
   """Writes `data` to `path` (creating its directory); local files atomically."""
   target = epath.Path(path)

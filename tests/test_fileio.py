@@ -16,7 +16,7 @@ from PIL import Image
 
 from hebm_jax import checkpointing, fileio, train, visualization
 from hebm_jax.data import sources
-from hebm_jax.evaluation import results
+from hebm_jax.evaluation import fid, results
 
 
 @pytest.fixture
@@ -79,6 +79,21 @@ def test_png_is_written_into_the_bucket(bucket):
     pixels = np.asarray(image)
   assert pixels.shape == (16, 12, 3)
   np.testing.assert_array_equal(pixels[::2, ::2], (grid * 255 + 0.5).astype(np.uint8))
+
+
+def test_fid_statistics_round_trip_through_a_bucket(bucket):
+  url, local = bucket
+  mu, sigma = np.arange(3.0), np.eye(3) * 2.0
+  fid.save_statistics(f"{url}/stats/svhn.npz", mu, sigma, dataset="svhn", split="test",
+                      num_images=10, image_shape=(32, 32, 3), implementation="x")
+  assert (local / "stats" / "svhn.npz").exists()
+  stats = fid.load_statistics(f"{url}/stats/svhn.npz", dataset="svhn", split="test",
+                              image_shape=(32, 32, 3))
+  np.testing.assert_array_equal(stats.mu, mu)
+  np.testing.assert_array_equal(stats.sigma, sigma)
+  with pytest.raises(FileNotFoundError, match="gs://"):
+    fid.load_statistics(f"{url}/stats/none.npz", dataset="svhn", split="test",
+                        image_shape=(32, 32, 3))
 
 
 def _record(steps, values):

@@ -22,12 +22,15 @@
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 from absl import logging
 from scipy import linalg
+
+from hebm_jax import fileio
 
 
 def feature_statistics(features: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -164,11 +167,12 @@ def save_statistics(path: str | os.PathLike, mu: Any, sigma: Any, *, dataset: st
   sigma = np.asarray(sigma, np.float64)
   if mu.ndim != 1 or sigma.shape != mu.shape * 2:
     raise ValueError(f"mu must be (D,) and sigma (D, D); got {mu.shape} and {sigma.shape}.")
-  with open(path, "wb") as f:  # a file object keeps np.savez from appending '.npz'
-    np.savez(f, mu=mu, sigma=sigma, dataset=np.asarray(str(dataset)), split=np.asarray(str(split)),
-             num_images=np.asarray(int(num_images), np.int64),
-             image_shape=np.asarray(tuple(int(s) for s in image_shape), np.int64),
-             implementation=np.asarray(str(implementation)))
+  buffer = io.BytesIO()  # a file object keeps np.savez from appending '.npz'
+  np.savez(buffer, mu=mu, sigma=sigma, dataset=np.asarray(str(dataset)),
+           split=np.asarray(str(split)), num_images=np.asarray(int(num_images), np.int64),
+           image_shape=np.asarray(tuple(int(s) for s in image_shape), np.int64),
+           implementation=np.asarray(str(implementation)))
+  fileio.write_bytes(os.fspath(path), buffer.getvalue())
 
 
 def load_statistics(path: str | os.PathLike, *, dataset: str, split: str,
@@ -188,10 +192,10 @@ def load_statistics(path: str | os.PathLike, *, dataset: str, split: str,
       shape (the message names both).
   """
   path = os.fspath(path)
-  if not os.path.exists(path):
+  if not fileio.exists(path):
     raise FileNotFoundError(f"No FID statistics file at {path}.")
   keys = ("mu", "sigma", "dataset", "split", "num_images", "image_shape", "implementation")
-  with np.load(path, allow_pickle=False) as f:
+  with np.load(io.BytesIO(fileio.read_bytes(path)), allow_pickle=False) as f:
     absent = [k for k in keys if k not in f.files]
     if absent:
       raise ValueError(f"{path} lacks {absent}: not written by save_statistics (statistics without "

@@ -64,3 +64,47 @@ def test_parameters_are_those_of_flax_conv_transpose():
   np.testing.assert_array_equal(ours["params"]["kernel"], theirs["params"]["kernel"])
   np.testing.assert_allclose(layers.conv_transpose(8, 4, 2, "up").apply(ours, x),
                              flax_module.apply(theirs, x), rtol=1e-5, atol=1e-5)
+
+
+# (kernel, stride, padding) of Conv2d: the models' k4 s2 p1 and k3 s1 p1, the VLAE networks'
+# unpadded and odd-sized cases.
+CONV_CASES = [(4, 2, 1), (3, 1, 1), (3, 2, 0), (5, 1, 2), (1, 1, 0), (4, 2, 0)]
+
+
+@pytest.mark.parametrize("impl", ["conv", "matmul"])
+@pytest.mark.parametrize("k,s,p", CONV_CASES)
+def test_conv_values_and_gradients_match_flax(k, s, p, impl):
+  rng = np.random.default_rng(k * 100 + s * 10 + p)
+  x = jnp.asarray(rng.normal(size=(2, 7, 6, 3)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(k, k, 3, 5)), jnp.float32)
+  module = nn.Conv(5, (k, k), strides=(s, s), padding=((p, p), (p, p)), use_bias=False)
+  reference = lambda a, b: module.apply({"params": {"kernel": b}}, a)
+  want = reference(x, kernel)
+  got = layers.conv_2d(x, kernel, s, p, impl)
+  assert got.shape == want.shape == (2, (7 + 2 * p - k) // s + 1, (6 + 2 * p - k) // s + 1, 5)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  w = jnp.asarray(rng.normal(size=want.shape), jnp.float32)
+  grads = [jax.grad(lambda a, b, f=f: jnp.sum(f(a, b) * w), (0, 1))(x, kernel)
+           for f in (lambda a, b: layers.conv_2d(a, b, s, p, impl), reference)]
+  for g, r in zip(*grads):
+    np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_auto_uses_products_only_for_weight_bound_layers():
+  for x, expect_dot in ((jnp.zeros((2, 4, 4, 64)), True),   # 2 * 2 * 2 = 8 outputs < 64 channels
+                        (jnp.zeros((8, 8, 8, 4)), False)):
+    kernel = jnp.zeros((4, 4, x.shape[-1], 5))
+    jaxpr = str(jax.make_jaxpr(lambda a, b: layers.conv_2d(a, b, 2, 1))(x, kernel))
+    assert ("dot_general" in jaxpr) == expect_dot
+    assert ("conv_general_dilated" in jaxpr) != expect_dot
+  with pytest.raises(ValueError, match="'fft'"):
+    layers.conv_2d(jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 1)), 1, 1, "fft")
+
+
+def test_conv_parameters_are_those_of_flax_conv():
+  x = jnp.ones((1, 8, 8, 3))
+  ours = layers.conv(16, 4, 2, "down").init(jax.random.PRNGKey(0), x)
+  theirs = nn.Conv(16, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False,
+                   kernel_init=layers._conv_init, name="down").init(jax.random.PRNGKey(0), x)  # pylint: disable=protected-access
+  assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+  np.testing.assert_array_equal(ours["params"]["kernel"], theirs["params"]["kernel"])

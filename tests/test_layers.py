@@ -1,4 +1,5 @@
-"""The transposed convolution's stride-1 (sub-pixel) form against XLA's input-dilated one."""
+"""The layers' own formulations against XLA's and Flax's: transposed convolutions (sub-pixel form
+against the input-dilated one), convolutions, and the Gaussian heads' fused product."""
 
 import flax.linen as nn
 import jax
@@ -19,7 +20,7 @@ def _reference(x, kernel, stride, padding):
                                 dimension_numbers=("NHWC", "HWIO", "NHWC"), transpose_kernel=True)
 
 
-@pytest.mark.parametrize("impl", ["conv", "matmul"])
+@pytest.mark.parametrize("impl", ["conv", "matmul", "shift"])
 @pytest.mark.parametrize("k,s,p", CASES)
 def test_values_and_gradients_match_the_dilated_form(k, s, p, impl):
   rng = np.random.default_rng(k * 100 + s * 10 + p)
@@ -71,7 +72,7 @@ def test_parameters_are_those_of_flax_conv_transpose():
 CONV_CASES = [(4, 2, 1), (3, 1, 1), (3, 2, 0), (5, 1, 2), (1, 1, 0), (4, 2, 0)]
 
 
-@pytest.mark.parametrize("impl", ["conv", "matmul"])
+@pytest.mark.parametrize("impl", ["conv", "matmul", "shift"])
 @pytest.mark.parametrize("k,s,p", CONV_CASES)
 def test_conv_values_and_gradients_match_flax(k, s, p, impl):
   rng = np.random.default_rng(k * 100 + s * 10 + p)
@@ -108,3 +109,60 @@ def test_conv_parameters_are_those_of_flax_conv():
                    kernel_init=layers._conv_init, name="down").init(jax.random.PRNGKey(0), x)  # pylint: disable=protected-access
   assert jax.tree.structure(ours) == jax.tree.structure(theirs)
   np.testing.assert_array_equal(ours["params"]["kernel"], theirs["params"]["kernel"])
+
+
+def test_auto_picks_the_formulation_by_layer_shape():
+  # (positions B * H' * W', Cin, kh * kw * Cout) -> formulation
+  assert layers._conv_impl("auto", 8, 64, 16 * 5) == "matmul"      # weight-bound  # pylint: disable=protected-access
+  assert layers._conv_impl("auto", 102400, 32, 27) == "shift"      # the svhn image layer  # pylint: disable=protected-access
+  assert layers._conv_impl("auto", 102400, 32, 9 * 32) == "conv"  # pylint: disable=protected-access
+  assert layers._conv_impl("conv", 102400, 32, 27) == "conv"  # pylint: disable=protected-access
+  x, kernel = jnp.zeros((4, 8, 8, 32)), jnp.zeros((3, 3, 3, 32))   # 32 -> 3 channels, k3 s1
+  jaxpr = str(jax.make_jaxpr(lambda a, b: layers.conv_transpose_2d(a, b, 1, 1))(x, kernel))
+  assert "dot_general" in jaxpr and "conv_general_dilated" not in jaxpr
+  jaxpr = str(jax.make_jaxpr(lambda a, b: layers.conv_2d(a, b, 1, 1))(x, kernel.transpose(0, 1, 3, 2)))
+  assert "dot_general" in jaxpr and "conv_general_dilated" not in jaxpr
+
+
+@pytest.mark.parametrize("k,s,p", [(3, 1, 1), (4, 2, 1), (3, 2, 0)])
+def test_shift_form_of_an_image_layer_matches_flax(k, s, p):
+  """The 'shift' form where 'auto' picks it: many input channels, few output channels."""
+  rng = np.random.default_rng(7)
+  x = jnp.asarray(rng.normal(size=(3, 9, 8, 32)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=(k, k, 32, 3)), jnp.float32)
+  module = nn.Conv(3, (k, k), strides=(s, s), padding=((p, p), (p, p)), use_bias=False)
+  for ours, theirs in ((lambda a, b: layers.conv_2d(a, b, s, p),
+                        lambda a, b: module.apply({"params": {"kernel": b}}, a)),
+                       (lambda a, b: layers.conv_transpose_2d(a, b.transpose(0, 1, 3, 2), s, p),
+                        lambda a, b: _reference(a, b.transpose(0, 1, 3, 2), s, p))):
+    want = theirs(x, kernel)
+    np.testing.assert_allclose(ours(x, kernel), want, rtol=1e-4, atol=1e-4)
+    w = jnp.asarray(rng.normal(size=want.shape), jnp.float32)
+    grads = [jax.grad(lambda a, b, f=f: jnp.sum(f(a, b) * w), (0, 1))(x, kernel) for f in (ours, theirs)]
+    for g, r in zip(*grads):
+      np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("dim", [2, 10])
+def test_gaussian_head_is_two_torch_dense_layers(dim):
+  """One fused product, the parameters and numbers of two `torch_dense` layers (mean, logvar)."""
+
+  class TwoDense(nn.Module):
+    @nn.compact
+    def __call__(self, h):
+      h = h.reshape(h.shape[0], -1)
+      return (layers.torch_dense(dim, h.shape[-1], "mean")(h),
+              layers.torch_dense(dim, h.shape[-1], "logvar")(h))
+
+  h = jax.random.normal(jax.random.PRNGKey(1), (5, 4, 4, 8))
+  ours = layers.GaussianHead(dim).init(jax.random.PRNGKey(0), h)
+  theirs = TwoDense().init(jax.random.PRNGKey(0), h)
+  assert jax.tree.structure(ours) == jax.tree.structure(theirs)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+    np.testing.assert_array_equal(a, b)
+  w = jax.random.normal(jax.random.PRNGKey(2), (2, 5, dim))
+  loss = lambda module: lambda v, x: jnp.sum(jnp.stack(module.apply(v, x)) * w)
+  for got, want in zip(jax.grad(loss(layers.GaussianHead(dim)), (0, 1))(ours, h),
+                       jax.grad(loss(TwoDense()), (0, 1))(theirs, h)):
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -7,6 +7,7 @@ Dense kernels and biases. Padding reproduces PyTorch's explicit padding (never '
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -18,7 +19,7 @@ Array = jax.Array
 
 ACTIVATIONS = ("leaky_relu", "gelu", "swish", "elu", "relu")
 OUTPUTS = ("tanh", "sigmoid")
-CONV_IMPLS = ("auto", "conv", "matmul")
+CONV_IMPLS = ("auto", "conv", "matmul", "shift")
 
 _conv_init = nn.initializers.variance_scaling(1.0, "fan_avg", "normal")  # torch xavier_normal_
 _dense_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")  # torch default
@@ -39,6 +40,18 @@ def torch_dense(features: int, fan_in: int, name: str | None = None) -> nn.Dense
                   name=name)
 
 
+class DenseParams(nn.Module):
+  """The kernel (fan_in, features) and bias (features,) of `torch_dense` under the same names and
+  initialisers, returned unapplied so that a caller can fuse several layers into one product."""
+  features: int
+  fan_in: int
+
+  @nn.compact
+  def __call__(self) -> tuple[Array, Array]:
+    return (self.param("kernel", _dense_kernel_init, (self.fan_in, self.features)),
+            self.param("bias", _dense_bias_init(self.fan_in), (self.features,)))
+
+
 def conv_2d(x: Array, kernel: Array, stride: int, padding: int, impl: str = "auto") -> Array:
   """PyTorch's Conv2d(k, stride, padding) without bias.
 
@@ -47,23 +60,26 @@ def conv_2d(x: Array, kernel: Array, stride: int, padding: int, impl: str = "aut
     kernel: (k, k, Cin, Cout), the layout of `nn.Conv`.
     stride: stride.
     padding: PyTorch's `padding` (zeros on every side).
-    impl: 'conv' (XLA's convolution, the padding in its window), 'matmul' (one matrix product per
-      kernel tap over strided views of the padded input) or 'auto': 'matmul' where the output has
-      fewer positions (B * H' * W') than the input has channels. Such layers are bound by reading
-      their weights, and there XLA:CPU computes the kernel gradient as a convolution with the
-      output as its window, which took 60 % of the `svhn_fid` encoder's time at batch 4.
+    impl: one of `CONV_IMPLS`, see `_conv_impl`: 'conv' (XLA's convolution, the padding in its
+      window), 'matmul' (one matrix product per kernel tap over strided views of the padded
+      input), 'shift' (one product of the input with every tap at once, then a sum of shifted
+      slices) or 'auto'. 'matmul' suits layers bound by reading their weights, where XLA:CPU
+      computed the kernel gradient as a convolution with the output as its window (60 % of the
+      `svhn_fid` encoder's time at batch 4).
 
   Returns:
     (B, (H + 2 * padding - k) // stride + 1, (W + 2 * padding - k) // stride + 1, Cout).
   """
-  if impl not in CONV_IMPLS:
-    raise ValueError(f"Unknown convolution implementation {impl!r}; expected one of {CONV_IMPLS}.")
   k, s, p = kernel.shape[0], stride, padding
   b, h, w, cin = x.shape
   ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
-  if not (impl == "matmul" or (impl == "auto" and b * ho * wo < cin)):
+  impl = _conv_impl(impl, b * ho * wo, cin, k * k * kernel.shape[-1])
+  if impl == "conv":
     return jax.lax.conv_general_dilated(x, kernel, (s, s), ((p, p), (p, p)),
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  if impl == "shift":
+    taps = jnp.transpose(kernel, (0, 1, 3, 2)).reshape(k * k * kernel.shape[-1], cin)
+    return _shift_correlate(x, taps, (k, k), ((p, p), (p, p)), s)
   xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
   taps = jax.lax.split(kernel.reshape(k * k, cin, kernel.shape[-1]), [1] * (k * k))
   out = None
@@ -104,8 +120,97 @@ def conv(features: int, kernel: int, stride: int, name: str, padding: int = 1) -
   return Conv(features, kernel, stride, padding, name=name)
 
 
-def _correlate(x: Array, kernel: Array, pads: tuple[tuple[int, int], tuple[int, int]],
-               use_matmul: bool) -> Array:
+def _conv_impl(impl: str, positions: int, cin: int, tap_outputs: int) -> str:
+  """The formulation `impl` selects for a layer: 'auto' picks 'matmul' where the output has fewer
+  positions (B * H' * W') than the input has channels (the layer is bound by reading its
+  weights), 'shift' where kh * kw * Cout <= Cin (an image layer: XLA:CPU ran the 32 -> 3 channel
+  3x3 layer of the `svhn` generator, forward and kernel gradient, at under 10 % of its matmul
+  peak), else 'conv'."""
+  if impl not in CONV_IMPLS:
+    raise ValueError(f"Unknown convolution implementation {impl!r}; expected one of {CONV_IMPLS}.")
+  if impl != "auto":
+    return impl
+  if positions < cin:
+    return "matmul"
+  return "shift" if tap_outputs <= cin else "conv"
+
+
+Pads = tuple[tuple[int, int], tuple[int, int]]
+
+
+def _tap_window(size: int, out: int, low: int, offset: int, stride: int) -> tuple[int, int]:
+  """(low, high) padding that maps an input axis of `size` onto the `stride`-strided positions
+  read by the tap at `offset` of a correlation padded by `low` with `out` outputs."""
+  start = low - offset
+  return start, stride * (out - 1) + 1 - size - start
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _shift_sum(y: Array, window: tuple[int, int], cout: int, pads: Pads, stride: int) -> Array:
+  """sum over taps (i, j) of y[..., tap (i, j)] read at stride * o + (i, j) - pads_low.
+
+  y: (B, H, W, kh * kw * Cout), tap-major channels -> (B, H', W', Cout).
+  """
+  out = None
+  for v in _shift_views(y, window, cout, pads, stride):
+    out = v if out is None else out + v
+  return out
+
+
+def _shift_views(y: Array, window: tuple[int, int], cout: int, pads: Pads,
+                 stride: int) -> list[Array]:
+  kh, kw = window
+  h, w = y.shape[1], y.shape[2]
+  ho = (h + sum(pads[0]) - kh) // stride + 1
+  wo = (w + sum(pads[1]) - kw) // stride + 1
+  zero = jnp.zeros((), y.dtype)
+  views = []
+  for i in range(kh):
+    for j in range(kw):
+      t = (i * kw + j) * cout
+      yh, yw = _tap_window(h, ho, pads[0][0], i, stride), _tap_window(w, wo, pads[1][0], j, stride)
+      v = jax.lax.pad(y[..., t:t + cout], zero, ((0, 0, 0), (*yh, 0), (*yw, 0), (0, 0, 0)))
+      views.append(v[:, ::stride, ::stride] if stride > 1 else v)
+  return views
+
+
+def _shift_sum_fwd(y, window, cout, pads, stride):
+  return _shift_sum(y, window, cout, pads, stride), (y.shape[1], y.shape[2])
+
+
+def _shift_sum_bwd(window, cout, pads, stride, size, g):
+  # Each tap's cotangent is g placed back at the positions it read: one concatenation over taps
+  # (autodiff of the slices padded every tap to all kh * kw * Cout channels before summing them).
+  kh, kw = window
+  (h, w), ho, wo = size, g.shape[1], g.shape[2]
+  zero = jnp.zeros((), g.dtype)
+  parts = []
+  for i in range(kh):
+    for j in range(kw):
+      lh, hh = _tap_window(h, ho, pads[0][0], i, stride)
+      lw, hw = _tap_window(w, wo, pads[1][0], j, stride)
+      parts.append(jax.lax.pad(g, zero, ((0, 0, 0), (-lh, -hh, stride - 1),
+                                         (-lw, -hw, stride - 1), (0, 0, 0))))
+  return (jnp.concatenate(parts, axis=-1),)
+
+
+_shift_sum.defvjp(_shift_sum_fwd, _shift_sum_bwd)
+
+
+def _shift_correlate(x: Array, taps: Array, window: tuple[int, int], pads: Pads,
+                     stride: int) -> Array:
+  """Correlation as one product with every tap, then a sum of shifted slices.
+
+  x: (B, H, W, Cin); taps: (kh * kw * Cout, Cin), tap-major rows -> (B, H', W', Cout). For a
+  layer with few output channels the product (B * H * W, Cin) x (Cin, kh * kw * Cout) and its two
+  gradients are dense matrix products, where XLA:CPU's convolution kernels for a 3-channel output
+  are not.
+  """
+  y = jnp.einsum("bhwc,tc->bhwt", x, taps)
+  return _shift_sum(y, window, taps.shape[0] // (window[0] * window[1]), pads, stride)
+
+
+def _correlate(x: Array, kernel: Array, pads: Pads, impl: str) -> Array:
   """Stride-1 cross-correlation of x (B, H, W, Cin) padded by `pads`, kernel (kh, kw, Cout, Cin).
 
   `pads` are ((low, high), (low, high)) for H and W; negative values crop. On the conv path they
@@ -116,12 +221,15 @@ def _correlate(x: Array, kernel: Array, pads: tuple[tuple[int, int], tuple[int, 
 
   The kernel stays in the (.., Cout, Cin) layout it is stored in: a transpose here would become a
   transposed read inside the optimiser's fused update of its gradient, which on XLA:CPU cost more
-  than the convolutions themselves for the 2048-channel layers.
+  than the convolutions themselves for the 2048-channel layers. `impl`: 'conv', 'matmul' or
+  'shift' (see `conv_2d`).
   """
-  if not use_matmul:
+  kh, kw, cout, cin = kernel.shape
+  if impl == "conv":
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), pads,
                                         dimension_numbers=("NHWC", "HWOI", "NHWC"))
-  kh, kw, cout, cin = kernel.shape
+  if impl == "shift":
+    return _shift_correlate(x, kernel.reshape(kh * kw * cout, cin), (kh, kw), pads, 1)
   x = jax.lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
   ho, wo = x.shape[1] - kh + 1, x.shape[2] - kw + 1
   # One (Cout, Cin) matrix per tap, split (not indexed) so that the kernel's gradient is a single
@@ -163,20 +271,15 @@ def conv_transpose_2d(x: Array, kernel: Array, stride: int, padding: int,
       PyTorch's (Cin, Cout, k, k) weight with its axes permuted).
     stride: stride (the upsampling factor).
     padding: PyTorch's `padding`.
-    impl: 'conv' (XLA convolutions), 'matmul' (one matrix product per kernel tap) or 'auto':
-      'matmul' for a phase with fewer output positions (B * H' * W') than input channels, where the
-      layer is bound by reading its weights and XLA:CPU's convolutions are slowest, else 'conv'.
+    impl: one of `CONV_IMPLS` as in `conv_2d`, chosen per output phase for 'auto'.
 
   Returns:
     (B, (H - 1) * stride - 2 * padding + k, (W - 1) * stride - 2 * padding + k, Cout).
   """
-  if impl not in CONV_IMPLS:
-    raise ValueError(f"Unknown convolution implementation {impl!r}; expected one of {CONV_IMPLS}.")
   k, s, p = kernel.shape[0], stride, padding
-  b, h, w, _ = x.shape
+  b, h, w, cin = x.shape
   h_out, w_out = (h - 1) * s - 2 * p + k, (w - 1) * s - 2 * p + k
   mh, mw = -(-h_out // s), -(-w_out // s)  # outputs per phase
-  use_matmul = impl == "matmul" or (impl == "auto" and b * mh * mw < x.shape[-1])
   rows = []
   for ry in range(s):
     t0y, ny, loy = _phase_taps(k, s, p, ry)
@@ -186,7 +289,8 @@ def conv_transpose_2d(x: Array, kernel: Array, stride: int, padding: int,
       # Taps in correlation order: tap t0 + s*d reads offset q - d, so the slice is reversed.
       taps = kernel[t0y::s, t0x::s][::-1, ::-1]
       pads = ((-loy, mh + loy + ny - 1 - h), (-lox, mw + lox + nx - 1 - w))
-      row.append(_correlate(x, taps, pads, use_matmul))
+      phase_impl = _conv_impl(impl, b * mh * mw, cin, ny * nx * kernel.shape[2])
+      row.append(_correlate(x, taps, pads, phase_impl))
     rows.append(jnp.stack(row, axis=3))
   y = jnp.stack(rows, axis=2).reshape(b, mh * s, mw * s, kernel.shape[2])
   return y[:, :h_out, :w_out]
@@ -268,8 +372,13 @@ class GaussianHead(nn.Module):
   @nn.compact
   def __call__(self, h: Array) -> tuple[Array, Array]:
     h = h.reshape(h.shape[0], -1)
-    return (torch_dense(self.dim, h.shape[-1], "mean")(h),
-            torch_dense(self.dim, h.shape[-1], "logvar")(h))
+    # The parameters of two `torch_dense` layers ('mean', 'logvar'), applied as one product: XLA:CPU
+    # took about twice as long for two 2-column products of the 8192 `svhn` features (and their
+    # gradients) as for one 4-column product.
+    km, bm = DenseParams(self.dim, h.shape[-1], name="mean")()
+    kl, bl = DenseParams(self.dim, h.shape[-1], name="logvar")()
+    y = h @ jnp.concatenate([km, kl], 1) + jnp.concatenate([bm, bl])
+    return y[:, :self.dim], y[:, self.dim:]
 
 
 class MaybeBatchNorm(nn.Module):

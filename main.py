@@ -17,6 +17,12 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
+if __name__ == "__main__":
+  # XLA:CPU's per-step buffers on transparent huge pages: re-executes once with a glibc tunable
+  # (hebm_jax.host_memory; HEBM_JAX_HUGEPAGES=0 turns it off).
+  from hebm_jax import host_memory  # pylint: disable=g-import-not-at-top
+  host_memory.reexec_with_hugepages()
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 

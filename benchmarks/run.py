@@ -270,7 +270,8 @@ def environment() -> dict:
          "cpu_count": os.cpu_count(), "python": platform.python_version(),
          "jax": jax.__version__, "backend": jax.default_backend(),
          "device": str(jax.devices()[0].device_kind), "device_count": jax.device_count(),
-         "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}
+         "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+         "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES", "")}
   try:
     import flax  # pylint: disable=g-import-not-at-top
     env["flax"] = flax.__version__
@@ -305,7 +306,7 @@ def format_table(results: dict) -> str:
   env = results["environment"]
   lines.append(f"matmul peak {results['matmul_peak_gflops']:.0f} GFLOP/s (f32, default "
                f"precision); {env['device']} x{env['device_count']}, jax {env['jax']}, "
-               f"torch {env.get('torch')}")
+               f"torch {env.get('torch')}, GLIBC_TUNABLES={env.get('GLIBC_TUNABLES') or '(unset)'}")
   for r in results.get("options", []):
     lines.append(f"option: {r['config']} (batch {r['batch']}) {r['option']}: "
                  f"{r['step_ms']:.1f} ms/step, compile {r['step_compile_s']:.1f} s, "
@@ -383,4 +384,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
+  from hebm_jax import host_memory  # pylint: disable=g-import-not-at-top
+  host_memory.reexec_with_hugepages()  # measure what main.py runs (both sides share it)
   main()

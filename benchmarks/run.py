@@ -20,9 +20,11 @@ config's value on CPU): ms per training step, compile s and the size of
 XLA's temporary buffers (`memory_analysis`). Then the input pipeline (in-memory digits through
 grain, images/s) and data-parallel scaling of the `svhn` step over 1/2/4/8 forced CPU devices
 (one subprocess each, pmap, fixed global batch).
-Timing: one warm-up call (its time is the compile time), then the median of --repeats calls, each
-synchronised (`block_until_ready` / `torch.cuda.synchronize`) before the clock is read. Run it on
-an otherwise idle machine; the header prints hardware, versions and thread settings.
+Timing: one first call (its time is the compile time) and two more warm-up calls, then the
+median of --repeats calls, each synchronised (`block_until_ready` / `torch.cuda.synchronize`)
+before the clock is read. Run it on an otherwise idle machine; the header prints hardware,
+versions, thread settings and GLIBC_TUNABLES (`hebm_jax.host_memory`: like main.py, the suite
+re-executes itself with huge-page malloc, for both sides).
 """
 
 from __future__ import annotations
@@ -47,11 +49,16 @@ CONFIGS = ("svhn", "svhn_fid", "mnist", "digits")
 TORCH_MODELS = ("svhn", "svhn_fid")
 
 
-def timed(fn, repeats: int) -> tuple[float, float]:
-  """(seconds of the first call, median seconds of `repeats` later calls); fn must synchronise."""
+def timed(fn, repeats: int, warmup: int = 2) -> tuple[float, float]:
+  """(seconds of the first call, median seconds of `repeats` calls after `warmup` more untimed
+  ones); fn must synchronise. The extra warm-up calls keep first-touch costs (fresh host pages,
+  allocator growth) out of the median: with 5 repeats they had put one `svhn` row 24 % above
+  the same program timed later in the same run."""
   t0 = time.perf_counter()
   fn()
   first = time.perf_counter() - t0
+  for _ in range(warmup):
+    fn()
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()

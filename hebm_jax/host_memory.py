@@ -54,7 +54,7 @@ def reexec_with_hugepages() -> None:
   and the command line (`sys.orig_argv`, so `python -m ...` works) but nothing in memory.
   """
   env = hugepage_environment(os.environ)
-  if env is None:
+  if env is None or not sys.executable:  # embedded interpreters cannot be re-executed
     return
   sys.stdout.flush()
   sys.stderr.flush()

@@ -10,8 +10,10 @@ import pytest
 from hebm_jax.models import layers
 
 # (kernel, stride, padding): the models' k4 s2 p1 and k3 s1 p1, and shapes that leave phases with
-# different tap counts, negative offsets or an output size that is not a multiple of the stride.
-CASES = [(4, 2, 1), (3, 1, 1), (3, 2, 1), (5, 2, 2), (4, 2, 0), (2, 2, 0), (4, 4, 0), (1, 1, 0)]
+# different tap counts, negative offsets or an output size that is not a multiple of the stride,
+# and a kernel smaller than the stride (phases no tap writes).
+CASES = [(4, 2, 1), (3, 1, 1), (3, 2, 1), (5, 2, 2), (4, 2, 0), (2, 2, 0), (4, 4, 0), (1, 1, 0),
+         (1, 2, 0)]
 
 
 def _reference(x, kernel, stride, padding):

@@ -289,6 +289,9 @@ def conv_transpose_2d(x: Array, kernel: Array, stride: int, padding: int,
       # Taps in correlation order: tap t0 + s*d reads offset q - d, so the slice is reversed.
       taps = kernel[t0y::s, t0x::s][::-1, ::-1]
       pads = ((-loy, mh + loy + ny - 1 - h), (-lox, mw + lox + nx - 1 - w))
+      if ny == 0 or nx == 0:  # kernel < stride: no tap writes this phase
+        row.append(jnp.zeros((b, mh, mw, kernel.shape[2]), x.dtype))
+        continue
       phase_impl = _conv_impl(impl, b * mh * mw, cin, ny * nx * kernel.shape[2])
       row.append(_correlate(x, taps, pads, phase_impl))
     rows.append(jnp.stack(row, axis=3))

@@ -113,9 +113,9 @@ class Conv(nn.Module):
 def conv(features: int, kernel: int, stride: int, name: str, padding: int = 1) -> Conv:
   """Bias-free Conv2d with PyTorch padding (k4 s2 p1 halves, k3 s1 p1 keeps the size).
 
-  XLA's own convolution, padding in its window, except for weight-bound layers (`conv_2d`):
-  im2col products, space-to-depth forms and matrix-product kernel gradients all measured slower
-  on CPU for the `svhn` encoder's shapes.
+  XLA's own convolution, padding in its window, except for weight-bound layers and layers with
+  few output channels (`conv_2d`, `_conv_impl`): im2col products, space-to-depth forms and
+  matrix-product kernel gradients all measured slower on CPU for the `svhn` encoder's shapes.
   """
   return Conv(features, kernel, stride, padding, name=name)
 

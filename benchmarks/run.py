@@ -7,7 +7,8 @@
 Runs without TensorFlow (random images and weights; the configs' models), so the same command
 runs on the GPU machine with `PYTHONPATH=.`. For each config:
   * training iteration (`train.train_step` jitted with the state donated, as the trainer runs it):
-    compile s, median ms, images/s, XLA's FLOP count of the step and the achieved share of the
+    compile s, median ms, images/s, the FLOP count of the lowered step (XLA's cost analysis
+    before optimisation; after it, cuDNN convolutions count as none) and its share of the
     matmul peak measured below; every program is compiled with the XLA options the config
     selects (`xla_options.for_config`, e.g. `svhn`'s `train.xla_cpu_ynnpack=False` on CPU);
   * prior sampling: the config's K Langevin steps on a batch of chains, chains/s and us per step;
@@ -40,6 +41,7 @@ import resource
 import subprocess
 import sys
 import time
+from typing import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -67,11 +69,13 @@ def timed(fn, repeats: int, warmup: int = 2) -> tuple[float, float]:
   return first, float(np.median(times))
 
 
-def matmul_peak(repeats: int) -> float:
-  """Measured dense f32 matmul FLOP/s (default precision) of the default device."""
+def matmul_peak(repeats: int, precision: str = "default") -> float:
+  """Measured dense f32 matmul FLOP/s of the default device at `precision` ('default': what the
+  models' f32 products and convolutions run at, TF32 on recent NVIDIA GPUs; 'highest': full
+  f32)."""
   n = 2048 if jax.default_backend() == "cpu" else 8192
   a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-  f = jax.jit(lambda x: x @ x)
+  f = jax.jit(lambda x: jnp.matmul(x, x, precision=precision))
   _, t = timed(lambda: jax.block_until_ready(f(a)), repeats)
   return 2 * n ** 3 / t
 
@@ -109,10 +113,13 @@ def step_timing(model, state, x, key, repeats: int, steps_per_call: int = 1,
   fn = train.train_step if steps_per_call == 1 else train.train_steps
   batch = {"image": x if steps_per_call == 1 else jnp.stack([x] * steps_per_call)}
   t0 = time.perf_counter()
-  compiled = jax.jit(functools.partial(fn, model), donate_argnums=(0,)).lower(
-      state, batch, key).compile(compiler_options)
+  lowered = jax.jit(functools.partial(fn, model), donate_argnums=(0,)).lower(state, batch, key)
+  compiled = lowered.compile(compiler_options)
   compile_s = time.perf_counter() - t0
-  cost = compiled.cost_analysis()
+  # The count of the program as written, before optimisation: after it, XLA:GPU's convolutions
+  # are cuDNN custom calls that its cost analysis counts as no FLOPs (the svhn_fid step read 40
+  # of its 805 GFLOP on an H100).
+  cost = lowered.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   try:
     temp_mb = compiled.memory_analysis().temp_size_in_bytes / 2 ** 20
@@ -134,9 +141,9 @@ OPTIONS = (("default", {}), ("steps_per_dispatch=4", {"steps_per_dispatch": 4}),
            ("compute_dtype=bfloat16", {"compute_dtype": "bfloat16"}))
 
 
-def option_rows(name: str, batch: int, repeats: int) -> list[dict]:
-  """The train step of config `name` under each of `config.train`'s speed options."""
-  rows = []
+def option_rows(name: str, batch: int, repeats: int) -> Iterator[dict]:
+  """The train step of config `name` under each of `config.train`'s speed options, a row each
+  as soon as it is timed."""
   options = list(OPTIONS)
   if jax.default_backend() == "cpu":
     flipped = not importlib.import_module(f"configs.{name}").get_config().train.xla_cpu_ynnpack
@@ -147,8 +154,7 @@ def option_rows(name: str, batch: int, repeats: int) -> list[dict]:
     timing, _ = step_timing(model, state, x, jax.random.PRNGKey(2), repeats,
                             option.get("steps_per_dispatch", 1), _compiler_options(config))
     timing.pop("flops")
-    rows.append({"config": name, "batch": batch, "option": label, **timing})
-  return rows
+    yield {"config": name, "batch": batch, "option": label, **timing}
 
 
 def jax_rows(name: str, batch: int, repeats: int, peak: float) -> dict:
@@ -288,6 +294,9 @@ def environment() -> dict:
     import torch  # pylint: disable=g-import-not-at-top
     env["torch"] = torch.__version__
     env["torch_threads"] = torch.get_num_threads()
+    if torch.cuda.is_available():  # PyTorch's defaults, which the authors' code runs with
+      env["torch_cuda_matmul_tf32"] = torch.backends.cuda.matmul.allow_tf32
+      env["torch_cudnn_tf32"] = torch.backends.cudnn.allow_tf32
   except ImportError:
     env["torch"] = None
   return env
@@ -311,8 +320,9 @@ def format_table(results: dict) -> str:
       r["torch_fb"] = f"{r['torch_encoder_fb_ms']:.1f}/{r['torch_generator_fb_ms']:.1f}"
     lines.append(" | ".join(format(r[k], f) if k in r else "-" for _, k, f in cols))
   env = results["environment"]
+  highest = results.get("matmul_peak_highest_gflops")
   lines.append(f"matmul peak {results['matmul_peak_gflops']:.0f} GFLOP/s (f32, default "
-               f"precision); {env['device']} x{env['device_count']}, jax {env['jax']}, "
+               f"precision{f'; {highest:.0f} at highest' if highest else ''}); {env['device']} x{env['device_count']}, jax {env['jax']}, "
                f"torch {env.get('torch')}, GLIBC_TUNABLES={env.get('GLIBC_TUNABLES') or '(unset)'}")
   for r in results.get("options", []):
     lines.append(f"option: {r['config']} (batch {r['batch']}) {r['option']}: "
@@ -326,6 +336,20 @@ def format_table(results: dict) -> str:
     lines.append(f"input pipeline (digits, in memory, batch 100): "
                  f"{results['input_digits_images_per_s']:.0f} images/s")
   return "\n".join(lines)
+
+
+def default_batch(name: str, fid_batch: int = 0, batch: int = 0) -> int:
+  """The batch timed for config `name`: `fid_batch` for svhn_fid (0: 4 on CPU, as in the
+  issue's measurement, else 100), else `batch` or the config's train.batch_size."""
+  if name == "svhn_fid":
+    return fid_batch or (4 if jax.default_backend() == "cpu" else 100)
+  return batch or importlib.import_module(f"configs.{name}").get_config().train.batch_size
+
+
+def write_json(path: str, results: dict) -> None:
+  """Writes `results` to `path` (called after each part, so a run cut short keeps what it has)."""
+  with open(path, "w") as f:
+    json.dump(results, f, indent=1)
 
 
 def main(argv=None) -> None:
@@ -356,13 +380,17 @@ def main(argv=None) -> None:
                  f"{', '.join(_config_names())}")
 
   def batch_of(name):
-    if name == "svhn_fid":
-      return args.fid_batch or (4 if jax.default_backend() == "cpu" else 100)
-    return args.batch or importlib.import_module(f"configs.{name}").get_config().train.batch_size
+    return default_batch(name, args.fid_batch, args.batch)
+
+  def save():
+    if args.json:
+      write_json(args.json, results)
 
   results = {"environment": environment(), "matmul_peak_gflops": matmul_peak(args.repeats) / 1e9}
+  if jax.default_backend() != "cpu":
+    results["matmul_peak_highest_gflops"] = matmul_peak(args.repeats, "highest") / 1e9
   peak = results["matmul_peak_gflops"] * 1e9
-  rows = []
+  rows = results["configs"] = []
   for name in names:
     batch = batch_of(name)
     row = jax_rows(name, batch, args.repeats, peak)
@@ -373,10 +401,13 @@ def main(argv=None) -> None:
       except ImportError:
         row["torch_step_ms_note"] = "torch not installed"
     rows.append(row)
+    save()
     print(f"{name}: step {row['step_ms']:.1f} ms", flush=True)
-  results["configs"] = rows
-  results["options"] = [r for name in option_names
-                        for r in option_rows(name, batch_of(name), args.repeats)]
+  results["options"] = []
+  for name in option_names:
+    for row in option_rows(name, batch_of(name), args.repeats):
+      results["options"].append(row)
+      save()
   try:
     results.update(input_pipeline_row())
   except ImportError as e:  # grain or scikit-learn missing (the GPU machine)
@@ -384,10 +415,8 @@ def main(argv=None) -> None:
   if args.scaling and jax.default_backend() == "cpu":
     results["scaling"] = scaling_rows([int(n) for n in args.scaling.split(",")],
                                       args.scaling_batch, args.repeats)
+  save()
   print(format_table(results))
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":

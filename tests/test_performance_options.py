@@ -193,3 +193,26 @@ def test_a_run_with_the_option_trains_evaluates_and_writes_images(tiny_config, t
   assert int(state.step) == tiny_config.train.num_steps
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3", "6"]
   assert (tmp_path / "images" / "hierarchical_00000006.png").exists()
+
+
+@pytest.mark.parametrize("form", ["conv", "lax"])
+def test_benchmarked_conv_formulations_match_the_library_rule_and_are_undone(form):
+  """`benchmarks.conv_formulations` times the step under other formulations: they must compute
+  the same function (up to float rounding), and leave `layers` as it was."""
+  from benchmarks import conv_formulations  # pylint: disable=g-import-not-at-top
+  from hebm_jax.models import layers  # pylint: disable=g-import-not-at-top
+  saved = (layers._conv_impl, layers.conv_2d, layers.conv_transpose_2d)  # pylint: disable=protected-access
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 16))
+  down, up = layers.conv(8, 4, 2, "down"), layers.conv_transpose(3, 4, 2, "up")
+  p_down = down.init(jax.random.PRNGKey(1), x)
+  p_up = up.init(jax.random.PRNGKey(2), down.apply(p_down, x))
+  f = lambda: up.apply(p_up, down.apply(p_down, x))  # pylint: disable=unnecessary-lambda-assignment
+  want = f()
+  with conv_formulations.formulation(form):
+    assert (layers._conv_impl, layers.conv_2d, layers.conv_transpose_2d) != saved  # pylint: disable=protected-access
+    got = f()
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+  assert (layers._conv_impl, layers.conv_2d, layers.conv_transpose_2d) == saved  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match="unknown formulation"):
+    with conv_formulations.formulation("fft"):
+      pass

@@ -89,6 +89,9 @@ def get_config() -> ml_collections.ConfigDict:
                                     # parameters, optimiser, EBM and sampler); not exact, see README
   train.xla_cpu_ynnpack = True      # False: XLA:CPU keeps convolutions on its Eigen kernels instead
                                     # of YNNPACK (faster for narrow networks; BENCHMARKS.md)
+  train.compilation_cache = "workdir"  # JAX's persistent compilation cache, for train, eval and
+                                    # sample runs: 'workdir' (<workdir>/compilation_cache), '' (JAX's
+                                    # own setting, off by default) or a directory
 
   config.checkpoint = ckpt = ml_collections.ConfigDict()
   ckpt.every_steps = 500

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from hebm_jax import fileio, models, sampler, summary, visualization
+from hebm_jax import compile_cache, fileio, models, sampler, summary, visualization
 from hebm_jax.config_validation import ConfigError
 
 Array = jax.Array
@@ -115,6 +115,7 @@ def write_samples(config, workdir: str) -> str:
   state, step = checkpointing.restore(manager, summary.abstract_state(config), config, steps[-1])
   manager.close()
   state = jax.device_put(state)
+  compile_cache.use(config.train.get("compilation_cache", ""), workdir)  # after every check
 
   key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(config.seed), _SAMPLE_STREAM),
                            settings["seed"])

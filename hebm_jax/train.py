@@ -24,8 +24,9 @@ import optax
 from absl import logging
 from flax import struct
 
-from hebm_jax import (checkpointing, device_prefetch, divergence, fileio, input_pipeline,
-                      models, objectives, preemption, sampler, visualization, xla_options)
+from hebm_jax import (checkpointing, compile_cache, device_prefetch, divergence, fileio,
+                      input_pipeline, models, objectives, preemption, sampler, visualization,
+                      xla_options)
 from hebm_jax.config_validation import validate_config
 
 Array = jax.Array
@@ -630,6 +631,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   hide_accelerators_from_tensorflow()
   from clu import metric_writers, periodic_actions  # pylint: disable=g-import-not-at-top
   checkpointing.ensure_workdir(workdir)
+  compile_cache.use(config.train.get("compilation_cache", ""), workdir)
 
   run_state = load_run_state(workdir)
   factor = config.train.restore_lr_factor ** run_state["restores"]

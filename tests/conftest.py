@@ -38,3 +38,14 @@ def tiny_digits_config():
 @pytest.fixture
 def tiny_config():
   return tiny_digits_config()
+
+
+@pytest.fixture(autouse=True)
+def _no_compilation_cache_after_the_test():
+  """A run points JAX's process-wide persistent cache at its workdir (`hebm_jax.compile_cache`);
+  the next test must not write into this test's temporary directory."""
+  yield
+  from jax.experimental.compilation_cache import compilation_cache  # pylint: disable=g-import-not-at-top
+  if jax.config.jax_compilation_cache_dir is not None:
+    compilation_cache.set_cache_dir(None)
+    compilation_cache.reset_cache()

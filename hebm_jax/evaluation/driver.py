@@ -19,7 +19,7 @@ import time
 import jax
 from absl import logging
 
-from hebm_jax import checkpointing, fileio, summary, visualization
+from hebm_jax import checkpointing, compile_cache, fileio, summary, visualization
 from hebm_jax.config_validation import ConfigError
 from hebm_jax.evaluation import checkpoints
 from hebm_jax.evaluation import results as results_lib
@@ -93,6 +93,8 @@ def run_evaluation(config, workdir: str) -> dict:
   abstract = summary.abstract_state(config)
   data = EvalData(config, model)
   evaluators = [cls(config, model, data) for cls in metric_classes]  # opens the data it needs
+  # After every check, so that a refused evaluation leaves the workdir as it was.
+  compile_cache.use(config.train.get("compilation_cache", ""), workdir)
 
   from clu import metric_writers  # pylint: disable=g-import-not-at-top
   from hebm_jax.evaluation import paper  # pylint: disable=g-import-not-at-top

@@ -321,8 +321,9 @@ def format_table(results: dict) -> str:
     lines.append(" | ".join(format(r[k], f) if k in r else "-" for _, k, f in cols))
   env = results["environment"]
   highest = results.get("matmul_peak_highest_gflops")
-  lines.append(f"matmul peak {results['matmul_peak_gflops']:.0f} GFLOP/s (f32, default "
-               f"precision{f'; {highest:.0f} at highest' if highest else ''}); {env['device']} x{env['device_count']}, jax {env['jax']}, "
+  precision = f"default precision; {highest:.0f} at highest" if highest else "default precision"
+  lines.append(f"matmul peak {results['matmul_peak_gflops']:.0f} GFLOP/s (f32, {precision}); "
+               f"{env['device']} x{env['device_count']}, jax {env['jax']}, "
                f"torch {env.get('torch')}, GLIBC_TUNABLES={env.get('GLIBC_TUNABLES') or '(unset)'}")
   for r in results.get("options", []):
     lines.append(f"option: {r['config']} (batch {r['batch']}) {r['option']}: "

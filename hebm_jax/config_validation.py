@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 
-from hebm_jax import models, objectives
+from hebm_jax import compile_cache, models, objectives
 
 PRIOR_TYPES = ("ebm", "gaussian")
 DIVERGENCE_POLICIES = ("stop", "skip", "restore")
@@ -119,8 +119,7 @@ def validate_config(config, num_devices: int | None = None) -> None:
              "(logging, checkpoints and evaluation happen between dispatches).")
   _require(isinstance(config.train.get("xla_cpu_ynnpack", True), bool), "train.xla_cpu_ynnpack",
            f"must be True or False, got {config.train.get('xla_cpu_ynnpack')!r}.")
-  _require(isinstance(config.train.get("compilation_cache", ""), str), "train.compilation_cache",
-           f"expected 'workdir', '' or a directory, got {config.train.get('compilation_cache')!r}.")
+  compile_cache.cache_dir(config.train.get("compilation_cache", ""), "")  # its type, named
   _require(config.train.get("compute_dtype", "float32") in COMPUTE_DTYPES, "train.compute_dtype",
            f"unknown dtype {config.train.get('compute_dtype')!r}; expected one of {COMPUTE_DTYPES}.")
   if num_devices is not None:

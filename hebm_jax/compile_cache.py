@@ -45,13 +45,20 @@ def use(setting: str, workdir: str) -> str | None:
   directory, or None when `setting` is '' (nothing is changed then).
 
   Raises:
-    ConfigError: naming config.train.compilation_cache, when the directory is a file.
+    ConfigError: naming config.train.compilation_cache, when the directory is a file or cannot
+      be created (JAX itself would only warn at every compile).
   """
   path = cache_dir(setting, workdir)
   if path is None:
     return None
   if epath.Path(path).is_file():
     raise ConfigError(f"config.train.compilation_cache: {path} is a file, not a directory.")
+  try:
+    if setting != "workdir":  # in the (checked) workdir JAX creates it at the first entry
+      epath.Path(path).mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f"config.train.compilation_cache: {path} cannot be created: "
+                      f"{e.strerror or e}.") from e
   if jax.config.jax_compilation_cache_dir != path:
     jax_cache.set_cache_dir(path)
     # JAX decides once per process whether the cache is in use (at the first compile); reset

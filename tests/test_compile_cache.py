@@ -39,6 +39,8 @@ def test_a_file_is_refused_before_anything_changes(tmp_path):
   target.write_text("x")
   with pytest.raises(ConfigError, match="is a file, not a directory"):
     compile_cache.use(str(target), str(tmp_path))
+  with pytest.raises(ConfigError, match=r"not_a_dir/cache cannot be created: Not a directory"):
+    compile_cache.use(str(target / "cache"), str(tmp_path))
   assert jax.config.jax_compilation_cache_dir is None
   assert target.read_text() == "x"
 

@@ -51,14 +51,15 @@ def use(setting: str, workdir: str) -> str | None:
   path = cache_dir(setting, workdir)
   if path is None:
     return None
-  if epath.Path(path).is_file():
+  directory = epath.Path(path)
+  if directory.is_file():
     raise ConfigError(f"config.train.compilation_cache: {path} is a file, not a directory.")
-  try:
-    if setting != "workdir":  # in the (checked) workdir JAX creates it at the first entry
-      epath.Path(path).mkdir(parents=True, exist_ok=True)
-  except OSError as e:
-    raise ConfigError(f"config.train.compilation_cache: {path} cannot be created: "
-                      f"{e.strerror or e}.") from e
+  if setting != "workdir":  # in the (checked) workdir JAX creates it at the first entry
+    try:
+      directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+      raise ConfigError(f"config.train.compilation_cache: {path} cannot be created: "
+                        f"{e.strerror or e}.") from e
   if jax.config.jax_compilation_cache_dir != path:
     jax_cache.set_cache_dir(path)
     # JAX decides once per process whether the cache is in use (at the first compile); reset

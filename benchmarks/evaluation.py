@@ -68,6 +68,9 @@ def main(argv=None) -> None:
                      median_s=round(median, 4), value=round(rate, 2), unit=unit))
     print(f"{what:<52} batch {batch:>5}  first {first:7.2f} s  median {median:8.4f} s  "
           f"{rate:10.2f} {unit}", flush=True)
+    if args.json:   # after every row, so a run cut at its time limit keeps what it measured
+      with open(args.json, "w") as f:
+        json.dump(dict(device=str(device), platform=platform.platform(), rows=rows), f, indent=1)
 
   features = inception.feature_fn(inception.init_random(jax.random.PRNGKey(0)))
   x = jax.random.uniform(jax.random.PRNGKey(1), (args.fid_batch, 32, 32, 3), minval=-1, maxval=1)
@@ -94,9 +97,6 @@ def main(argv=None) -> None:
                                                         step_size=0.1)["log_z"])
   report("AIS log Z, mnist prior (1000 chains x 100 temps)", 1000,
          *_time(lambda: ais(jax.random.PRNGKey(5)), args.repeats), unit="s")
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(dict(device=str(device), platform=platform.platform(), rows=rows), f, indent=1)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hebm_jax import models
 
@@ -23,7 +24,8 @@ State = Any
 
 def langevin_with_state(log_prob_fn: Callable[[Array, State], tuple[Array, State]], z0: Array,
                         state: State, key: Array | None, n_steps: int, step_size: float, *,
-                        noise: Array | None = None, return_trajectory: bool = False):
+                        noise: Array | None = None, return_trajectory: bool = False,
+                        unroll: int | bool = 1):
   """Langevin dynamics whose target also threads a state through every call.
 
   The update (paper Eq. 13) is
@@ -42,10 +44,16 @@ def langevin_with_state(log_prob_fn: Callable[[Array, State], tuple[Array, State
     step_size: s.
     noise: optional (n_steps, B, D) standard-normal draws to use instead of `key`.
     return_trajectory: also return the chain after every step.
+    unroll: steps per iteration of the compiled loop (`lax.scan`'s `unroll`; True: all K). The
+      chain is the same; only the program differs. On a GPU each loop iteration costs kernel
+      launches and a trip-count check, so a few steps per iteration can shorten a launch-bound
+      chain; on the CPU it measured no faster (BENCHMARKS.md, `benchmarks.langevin_unroll`).
 
   Returns:
     (z_K (B, D), state) or, with `return_trajectory`, (z_K, state, trajectory (n_steps, B, D)).
   """
+  if not isinstance(unroll, bool) and (not isinstance(unroll, (int, np.integer)) or unroll < 1):
+    raise ValueError(f"unroll must be a positive int or a bool; got {unroll!r}.")
   if noise is None:
     if key is None:
       raise ValueError("langevin needs a PRNG key when no noise is given.")
@@ -65,14 +73,15 @@ def langevin_with_state(log_prob_fn: Callable[[Array, State], tuple[Array, State
     z = z + 0.5 * step_size ** 2 * g + step_size * eps
     return (z, st), (z if return_trajectory else None)
 
-  (z, state), trajectory = jax.lax.scan(step, (z0, state), noise)
+  (z, state), trajectory = jax.lax.scan(step, (z0, state), noise, unroll=unroll)
   if return_trajectory:
     return z, state, trajectory
   return z, state
 
 
 def langevin(log_prob_fn: Callable[[Array], Array], z0: Array, key: Array | None, n_steps: int,
-             step_size: float, *, noise: Array | None = None, return_trajectory: bool = False):
+             step_size: float, *, noise: Array | None = None, return_trajectory: bool = False,
+             unroll: int | bool = 1):
   """Langevin dynamics on an unnormalised log density (paper Eq. 13).
 
       z <- z + 0.5 * s**2 * grad_z sum_b log_prob_fn(z)_b + s * eps
@@ -85,6 +94,7 @@ def langevin(log_prob_fn: Callable[[Array], Array], z0: Array, key: Array | None
     step_size: s.
     noise: optional (n_steps, B, D) standard-normal draws.
     return_trajectory: also return every intermediate z.
+    unroll: steps per compiled loop iteration, as in `langevin_with_state`.
 
   Returns:
     z_K (B, D), or (z_K, trajectory (n_steps, B, D)).
@@ -94,7 +104,7 @@ def langevin(log_prob_fn: Callable[[Array], Array], z0: Array, key: Array | None
     ...              jax.random.PRNGKey(0), n_steps=100, step_size=0.1)
   """
   out = langevin_with_state(lambda z, st: (log_prob_fn(z), st), z0, (), key, n_steps, step_size,
-                            noise=noise, return_trajectory=return_trajectory)
+                            noise=noise, return_trajectory=return_trajectory, unroll=unroll)
   if return_trajectory:
     return out[0], out[2]
   return out[0]
@@ -303,7 +313,8 @@ def energy(prior, params: Any, sn_state: Any, z: Array, update_stats: bool = Tru
 
 
 def sample_prior(prior, params: Any, sn_state: Any, z0: Array, key: Array | None, n_steps: int,
-                 step_size: float, *, noise: Array | None = None, return_trajectory: bool = False):
+                 step_size: float, *, noise: Array | None = None, return_trajectory: bool = False,
+                 unroll: int | bool = 1):
   """Short-run samples from the joint EBM prior, started at z0 ~ N(0, I) (Eq. 14).
 
   For the Gaussian prior (`prior=None`) the prior is N(0, I) itself and z0 is returned unchanged
@@ -313,7 +324,7 @@ def sample_prior(prior, params: Any, sn_state: Any, z0: Array, key: Array | None
     prior: `EnergyPrior` or None.
     params, sn_state: the prior's parameters and spectral-norm state.
     z0: (B, D) initial noise, concatenated over layers.
-    key, n_steps, step_size, noise, return_trajectory: as in `langevin_with_state`.
+    key, n_steps, step_size, noise, return_trajectory, unroll: as in `langevin_with_state`.
 
   Returns:
     (z (B, D), sn_state) or (z, sn_state, trajectory) with `return_trajectory`.
@@ -323,7 +334,8 @@ def sample_prior(prior, params: Any, sn_state: Any, z0: Array, key: Array | None
       return z0, sn_state, jnp.broadcast_to(z0, (n_steps,) + z0.shape)
     return z0, sn_state
   return langevin_with_state(prior_log_prob_fn(prior, params), z0, sn_state, key, n_steps,
-                             step_size, noise=noise, return_trajectory=return_trajectory)
+                             step_size, noise=noise, return_trajectory=return_trajectory,
+                             unroll=unroll)
 
 
 def sample_prior_mala(prior, params: Any, sn_state: Any, z0: Array, key: Array, n_steps: int,

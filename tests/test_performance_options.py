@@ -216,3 +216,28 @@ def test_benchmarked_conv_formulations_match_the_library_rule_and_are_undone(for
   with pytest.raises(ValueError, match="unknown formulation"):
     with conv_formulations.formulation("fft"):
       pass
+
+
+def test_benchmarked_unrolled_chain_reaches_the_program_and_is_undone():
+  """`benchmarks.langevin_unroll` rebinds the trainer's chain: the traced loop carries the unroll,
+  the chain is the same, and `sampler.sample_prior` is restored afterwards."""
+  from benchmarks import langevin_unroll  # pylint: disable=g-import-not-at-top
+  from hebm_jax import models, sampler  # pylint: disable=g-import-not-at-top
+  prior = models.EnergyPrior(num_layers=2, width=8)
+  variables = prior.init(jax.random.PRNGKey(0), jnp.zeros((1, 5)))
+  z0 = jax.random.normal(jax.random.PRNGKey(1), (3, 5))
+
+  def chain():
+    return sampler.sample_prior(prior, variables["params"], variables["batch_stats"], z0,
+                                jax.random.PRNGKey(2), 6, 0.3)[0]
+
+  def program():   # a fresh function each time: JAX caches traces per function
+    return str(jax.make_jaxpr(lambda: chain())())  # pylint: disable=unnecessary-lambda
+
+  original = sampler.sample_prior
+  assert "unroll=3" not in program()
+  with langevin_unroll.unrolled(3):
+    assert "unroll=3" in program()
+    got = chain()
+  assert sampler.sample_prior is original
+  np.testing.assert_allclose(got, chain(), rtol=1e-6, atol=1e-6)

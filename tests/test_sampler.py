@@ -138,6 +138,9 @@ def test_langevin_argument_errors():
     sampler.langevin(_std_normal_log_prob, z0, None, 3, 0.1, noise=jnp.zeros((2, 4, 2)))
   with pytest.raises(ValueError, match="PRNG key"):
     sampler.langevin(_std_normal_log_prob, z0, None, 3, 0.1)
+  for unroll in (0, -2, 2.5, "2"):
+    with pytest.raises(ValueError, match=f"unroll must be a positive int or a bool; got {unroll!r}"):
+      sampler.langevin(_std_normal_log_prob, z0, jax.random.PRNGKey(0), 3, 0.1, unroll=unroll)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -225,6 +228,22 @@ def test_sample_prior_updates_spectral_norm_state(small_prior):
   for _ in range(n - 1):
     _, state = f_sum(z0, state)
   assert not np.allclose(_u(state)["fc1"], u_new["fc1"], atol=1e-6)
+
+
+@pytest.mark.parametrize("unroll", [2, 5, True])
+def test_sample_prior_unrolled_is_the_same_chain(small_prior, unroll):
+  """`unroll` changes the compiled loop, not the chain: end point, trajectory and the
+  spectral-norm state match the rolled loop (2 steps per iteration do not divide K = 5, so the
+  remainder path is covered too)."""
+  prior, params, sn_state = small_prior
+  z0 = jax.random.normal(jax.random.PRNGKey(15), (4, 5))
+  run = jax.jit(lambda u: sampler.sample_prior(prior, params, sn_state, z0, jax.random.PRNGKey(16),
+                                                5, 0.4, return_trajectory=True, unroll=u),
+                static_argnums=0)
+  rolled, unrolled = run(1), run(unroll)
+  for a, b in zip(jax.tree.leaves(rolled), jax.tree.leaves(unrolled)):
+    np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
+  assert not np.allclose(rolled[2][0], rolled[2][-1])   # the chain moved
 
 
 def test_prior_log_prob_fn(small_prior):

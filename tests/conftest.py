@@ -1,6 +1,10 @@
 """Shared test setup: four fake CPU devices (for the multi-device tests) and tiny configs."""
 
+import atexit
+import functools
 import os
+import shutil
+import tempfile
 
 # Must happen before JAX initialises its backends.
 os.environ.setdefault("JAX_NUM_CPU_DEVICES", "4")
@@ -10,6 +14,17 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", int(os.environ["JAX_NUM_CPU_DEVICES"]))
+
+
+@functools.cache
+def compilation_cache_of_this_process() -> str:
+  """A persistent compilation cache shared by this process's tiny runs (one per xdist worker, so
+  no two processes write to it at once), removed at exit. Named by the process id, because this
+  file is imported twice: as pytest's `conftest` and as `tests.conftest`."""
+  path = os.path.join(tempfile.gettempdir(), f"hebm-test-compilation-cache-{os.getpid()}")
+  os.makedirs(path, exist_ok=True)
+  atexit.register(shutil.rmtree, path, True)
+  return path
 
 
 def tiny_digits_config():
@@ -32,6 +47,9 @@ def tiny_digits_config():
   config.eval.every_steps = 6
   config.eval.batch_size = 20
   config.eval.num_batches = 2
+  # Most tests train this same model: loading its programs beats compiling them in every test.
+  # Tests of the default ('workdir') set it back.
+  config.train.compilation_cache = compilation_cache_of_this_process()
   return config
 
 

@@ -25,6 +25,7 @@ def main():
 
   config = tiny_digits_config()
   config.train.num_steps = int(num_steps)
+  config.train.compilation_cache = "workdir"   # the default: process 0 writes, both read
   state = train.train_and_evaluate(config, workdir)
   local = lambda x: np.asarray(x.addressable_data(0))
   flat = {jax.tree_util.keystr(k): local(v)

@@ -74,6 +74,7 @@ def test_programs_are_written_to_the_workdir_and_loaded_back(tmp_path):
 
 
 def test_a_run_uses_its_workdir(tiny_config, tmp_path):
+  tiny_config.train.compilation_cache = "workdir"   # the default; the tiny config shares one
   tiny_config.train.num_steps = 2
   tiny_config.logging.log_every_steps = 1
   tiny_config.checkpoint.every_steps = 2

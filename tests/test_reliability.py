@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hebm_jax import checkpointing, divergence, input_pipeline, train
-from tests.conftest import tiny_digits_config
+from tests.conftest import compilation_cache_of_this_process, tiny_digits_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -153,7 +153,10 @@ def _config_from_flags():
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, exit_code", [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
 def test_signal_saves_the_step_in_progress_and_resume_is_exact(tmp_path, sig, exit_code):
-  cmd = [sys.executable, "main.py", f"--workdir={tmp_path / 'run'}", *_TINY_FLAGS]
+  # The cache of this test process's tiny runs: the subprocesses load its programs (one at a time;
+  # this process waits for each).
+  flags = [*_TINY_FLAGS, f"--config.train.compilation_cache={compilation_cache_of_this_process()}"]
+  cmd = [sys.executable, "main.py", f"--workdir={tmp_path / 'run'}", *flags]
   proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                           text=True)
   seen = []
@@ -173,7 +176,7 @@ def test_signal_saves_the_step_in_progress_and_resume_is_exact(tmp_path, sig, ex
   # Resume to the end, and run the same job without interruption.
   for workdir in ("run", "straight"):
     done = subprocess.run([sys.executable, "main.py", f"--workdir={tmp_path / workdir}",
-                           *_TINY_FLAGS], cwd=REPO, capture_output=True, text=True, timeout=300)
+                           *flags], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
   config = _config_from_flags()
   step_a, a = _final_params(tmp_path / "run", config)

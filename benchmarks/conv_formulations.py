@@ -92,12 +92,10 @@ def main(argv=None) -> None:
     results["rows"] += rows(name, batch, args.repeats)
     if args.json:
       run.write_json(args.json, results)
-  env = results["environment"]
-  print(f"train step by convolution formulation; {env['device']}, jax {env['jax']}")
-  print("config | batch | formulation | step ms | compile s | XLA temporaries MB")
-  for r in results["rows"]:
-    print(f"{r['config']} | {r['batch']} | {r['formulation']} | {r['step_ms']:.1f} | "
-          f"{r['step_compile_s']:.1f} | {r['step_temp_mb']:.0f}")
+  run.print_rows("train step by convolution formulation", results, [
+      ("config", "config", "s"), ("batch", "batch", "d"), ("formulation", "formulation", "s"),
+      ("step ms", "step_ms", ".1f"), ("compile s", "step_compile_s", ".1f"),
+      ("XLA temporaries MB", "step_temp_mb", ".0f")])
 
 
 if __name__ == "__main__":

@@ -109,13 +109,10 @@ def main(argv=None) -> None:
         print(f"{name} {row['part']} unroll {row['unroll']}: {row['ms']:.2f} ms", flush=True)
         if args.json:
           run.write_json(args.json, results)
-  env = results["environment"]
-  print(f"prior Langevin chain by loop unroll; {env['device']}, jax {env['jax']}")
-  print("config | batch | part | unroll | ms | us/Langevin step | compile s")
-  for r in results["rows"]:
-    per_step = f"{r['us_per_step']:.1f}" if "us_per_step" in r else "-"
-    print(f"{r['config']} | {r['batch']} | {r['part']} | {r['unroll']} | {r['ms']:.2f} | "
-          f"{per_step} | {r['compile_s']:.1f}")
+  run.print_rows("prior Langevin chain by loop unroll", results, [
+      ("config", "config", "s"), ("batch", "batch", "d"), ("part", "part", "s"),
+      ("unroll", "unroll", "d"), ("ms", "ms", ".2f"), ("us/Langevin step", "us_per_step", ".1f"),
+      ("compile s", "compile_s", ".1f")])
 
 
 if __name__ == "__main__":

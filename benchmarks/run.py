@@ -339,6 +339,16 @@ def format_table(results: dict) -> str:
   return "\n".join(lines)
 
 
+def print_rows(title: str, results: dict, columns: list[tuple[str, str, str]]) -> None:
+  """Prints `results['rows']` as one table: a title line with the device and jax version, then
+  a column per (header, key, format spec); a row without the key shows '-'."""
+  env = results["environment"]
+  print(f"{title}; {env['device']}, jax {env['jax']}")
+  print(" | ".join(c[0] for c in columns))
+  for r in results["rows"]:
+    print(" | ".join(format(r[k], f) if k in r else "-" for _, k, f in columns))
+
+
 def default_batch(name: str, fid_batch: int = 0, batch: int = 0) -> int:
   """The batch timed for config `name`: `fid_batch` for svhn_fid (0: 4 on CPU, as in the
   issue's measurement, else 100), else `batch` or the config's train.batch_size."""

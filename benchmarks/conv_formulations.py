@@ -86,8 +86,10 @@ def main(argv=None) -> None:
   parser.add_argument("--batch", type=int, default=0, help="0: as benchmarks.run chooses")
   parser.add_argument("--json", default="")
   args = parser.parse_args(argv)
+  names = [c for c in args.configs.split(",") if c]
+  run.check_config_names(parser, names)
   results = {"environment": run.environment(), "rows": []}
-  for name in [c for c in args.configs.split(",") if c]:
+  for name in names:
     batch = args.batch or run.default_batch(name)
     results["rows"] += rows(name, batch, args.repeats)
     if args.json:

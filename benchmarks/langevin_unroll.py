@@ -96,9 +96,7 @@ def main(argv=None) -> None:
   parser.add_argument("--json", default="")
   args = parser.parse_args(argv)
   names = [c for c in args.configs.split(",") if c]
-  unknown = sorted(set(names) - set(run._config_names()))  # pylint: disable=protected-access
-  if unknown:
-    parser.error(f"unknown config(s) {', '.join(unknown)}")
+  run.check_config_names(parser, names)
   results = {"environment": run.environment(), "rows": []}
   for name in names:
     batch = args.batch or run.default_batch(name)

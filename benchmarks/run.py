@@ -277,6 +277,14 @@ def _config_names() -> list[str]:
                 and f != "default.py")
 
 
+def check_config_names(parser: argparse.ArgumentParser, names: list[str]) -> None:
+  """Exits through `parser.error` naming every entry of `names` that is not a file in configs/."""
+  unknown = sorted(set(names) - set(_config_names()))
+  if unknown:
+    parser.error(f"unknown config(s) {', '.join(unknown)}; configs/ has "
+                 f"{', '.join(_config_names())}")
+
+
 def environment() -> dict:
   env = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
          "machine": platform.machine(), "processor": platform.processor(),
@@ -385,10 +393,7 @@ def main(argv=None) -> None:
 
   names = [c for c in args.configs.split(",") if c]
   option_names = [c for c in args.options.split(",") if c]
-  unknown = sorted(set(names + option_names) - set(_config_names()))
-  if unknown:
-    parser.error(f"unknown config(s) {', '.join(unknown)}; configs/ has "
-                 f"{', '.join(_config_names())}")
+  check_config_names(parser, names + option_names)
 
   def batch_of(name):
     return default_batch(name, args.fid_batch, args.batch)

@@ -38,6 +38,10 @@ def get_config() -> ml_collections.ConfigDict:
   model.channels = (32, 64, 64, 256)  # widths; their meaning per family is in its module docstring
   model.top_width = 0               # 'hs'/'fid' generator top-MLP width; 0: channels[-1]
   model.batch_norm = False          # 'vlae_*'/'provlae' only (the VLAE code has it; REFERENCE 6.1)
+  model.output = ""                 # generator output: '' (by likelihood: 'sigmoid' for
+                                    # 'bernoulli', else 'tanh'), 'tanh' or 'sigmoid' (VLAE's)
+  model.std_head = "logvar"         # 'vlae_*': 'logvar' (unconstrained, the reference's) or
+                                    # 'sigmoid' (VLAE's std = sigmoid(fc) + 0.001)
   model.encoder_negative_slope = 0.01
   model.generator_negative_slope = 0.2
 
@@ -56,7 +60,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.objective = objective = ml_collections.ConfigDict()
   objective.gfactor = 3.0           # 1 / (2 sigma^2)
   objective.kl = "sample"           # 'sample' (reference) or 'analytic'
-  objective.likelihood = "gaussian"  # 'gaussian' (sigma^2 = 1 / (2 gfactor)) or 'bernoulli' (pro-VLAE)
+  objective.likelihood = "gaussian"  # 'gaussian' (sigma^2 = 1 / (2 gfactor)), 'bernoulli' (pro-VLAE)
+                                    # or 'l1' (VLAE: gfactor * sum |x - g| on [0, 1], Laplace)
+  objective.kl_warmup_steps = 0     # VLAE's KL warm-up: the prior term weighted 1 - exp(-step / T); 0: off
 
   config.optim = optim = ml_collections.ConfigDict()
   optim.lr_generator = 3e-4

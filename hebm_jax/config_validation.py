@@ -54,6 +54,21 @@ def validate_config(config, num_devices: int | None = None) -> None:
   _require(config.objective.likelihood in objectives.LIKELIHOODS, "objective.likelihood",
            f"unknown likelihood {config.objective.likelihood!r}; expected one of "
            f"{objectives.LIKELIHOODS}.")
+  output = m.get("output", "")
+  _require(output in ("",) + models.OUTPUTS, "model.output",
+           f"unknown generator output {output!r}; expected '' (by likelihood) or one of "
+           f"{models.OUTPUTS}.")
+  _require(not (config.objective.likelihood == "bernoulli" and output == "tanh"), "model.output",
+           "'tanh' cannot parameterise the Bernoulli likelihood (its logits need 'sigmoid').")
+  std_head = m.get("std_head", "logvar")
+  _require(std_head in models.STD_HEADS, "model.std_head",
+           f"unknown std head {std_head!r}; expected one of {models.STD_HEADS}.")
+  _require(std_head == "logvar" or m.family in ("vlae_small", "vlae_large"), "model.std_head",
+           f"{std_head!r} is read by the 'vlae_small' and 'vlae_large' families only; "
+           f"{m.family!r} has the reference's log-variance head ('logvar').")
+  warmup = config.objective.get("kl_warmup_steps", 0)
+  _require(isinstance(warmup, int) and warmup >= 0, "objective.kl_warmup_steps",
+           f"must be a non-negative integer (0: off), got {warmup!r}.")
   for field, message in models.family_problems(config):
     raise ConfigError(f"config.{field}: {message}")
 

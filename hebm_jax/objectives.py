@@ -14,7 +14,7 @@ import jax.numpy as jnp
 Array = jax.Array
 
 KL_ESTIMATORS = ("sample", "analytic")
-LIKELIHOODS = ("gaussian", "bernoulli")
+LIKELIHOODS = ("gaussian", "bernoulli", "l1")
 
 
 def diag_normal_nll(z: Array, mean: Array, logvar: Array) -> Array:
@@ -64,14 +64,31 @@ def bernoulli_reconstruction_loss(logits: Array, x: Array) -> Array:
   return jnp.sum(ce) / x.shape[0]
 
 
+def l1_reconstruction_loss(x_hat: Array, x: Array) -> Array:
+  """Sum over pixels of |x_hat - x| on the [0, 1] scale, averaged over the batch: scalar.
+
+  VLAE's loss (`loss_ratio * D * mean|x_hat - x|` on [0, 1] images, REFERENCE 6.1) is Gfactor times
+  this with Gfactor = loss_ratio; it is -log p(x|z) of a Laplace decoder with scale 1 / Gfactor up
+  to a constant. Both arguments are in [-1, 1], so the [0, 1] difference is half theirs.
+
+  Args:
+    x_hat: (B, H, W, C) generated images in [-1, 1].
+    x: (B, H, W, C) images in [-1, 1].
+  """
+  return 0.5 * jnp.sum(jnp.abs(x_hat - x)) / x.shape[0]
+
+
 def likelihood_loss(generator_out: Array, x: Array, likelihood: str) -> Array:
   """The reconstruction term of the generator loss for `likelihood` (one of `LIKELIHOODS`).
 
   'gaussian': `reconstruction_loss` of the image (weighted by Gfactor = 1 / (2 sigma^2) in the
-  loss); 'bernoulli': `bernoulli_reconstruction_loss` of the logits (use Gfactor = 1).
+  loss); 'bernoulli': `bernoulli_reconstruction_loss` of the logits (use Gfactor = 1); 'l1':
+  `l1_reconstruction_loss` of the image (Gfactor = VLAE's loss_ratio).
   """
   if likelihood == "gaussian":
     return reconstruction_loss(generator_out, x)
+  if likelihood == "l1":
+    return l1_reconstruction_loss(generator_out, x)
   if likelihood == "bernoulli":
     return bernoulli_reconstruction_loss(generator_out, x)
   raise ValueError(f"Unknown likelihood {likelihood!r}; expected one of {LIKELIHOODS}.")
@@ -89,8 +106,19 @@ def kl_terms(zs: Sequence[Array], means: Sequence[Array], logvars: Sequence[Arra
   return jnp.stack([jnp.mean(k) for k in kls])
 
 
-def generator_encoder_loss(rec: Array, kls: Array, f_posterior: Array, gfactor: float) -> Array:
-  """Negative ELBO (Eq. 9) without log Z: Gfactor * rec + sum_l KL_l - mean_b f_alpha(z).
+def kl_warmup_weight(step: Array, warmup_steps: int) -> Array:
+  """VLAE's KL warm-up coefficient 1 - exp(-(step + 1) / warmup_steps); 1 when warmup_steps is 0.
+
+  `step` is the 0-based train step (VLAE counts iterations from 1, hence the + 1). Scalar in (0, 1].
+  """
+  if not warmup_steps:
+    return jnp.ones((), jnp.float32)
+  return -jnp.expm1(-(jnp.asarray(step, jnp.float32) + 1.0) / float(warmup_steps))
+
+
+def generator_encoder_loss(rec: Array, kls: Array, f_posterior: Array, gfactor: float,
+                           kl_weight: Array | float = 1.0) -> Array:
+  """Negative ELBO (Eq. 9) without log Z: Gfactor * rec + w * (sum_l KL_l - mean_b f_alpha(z)).
 
   Args:
     rec: `reconstruction_loss`, scalar.
@@ -98,11 +126,16 @@ def generator_encoder_loss(rec: Array, kls: Array, f_posterior: Array, gfactor: 
     f_posterior: f_alpha(z) on posterior samples, (B,); gradients reach the encoder through z
       (the -E_q[f] term turns KL(q || N(0, I)) into KL(q || p_alpha) up to log Z, Eq. 12).
     gfactor: 1 / (2 sigma^2).
+    kl_weight: w, the KL warm-up coefficient (`kl_warmup_weight`) on the whole prior term
+      KL(q || p_alpha) = sum_l KL_l - E_q[f] + log Z; 1 is the reference's loss.
 
   Returns:
     scalar loss, minimised over generator and encoder parameters (Eq. 11-12).
   """
-  return gfactor * rec + jnp.sum(kls) - jnp.mean(f_posterior)
+  prior_term = jnp.sum(kls) - jnp.mean(f_posterior)
+  if isinstance(kl_weight, (int, float)) and kl_weight == 1.0:
+    return gfactor * rec + prior_term  # the reference's arithmetic, bit for bit
+  return gfactor * rec + kl_weight * prior_term
 
 
 def ebm_loss(f_prior_samples: Array, f_posterior_samples: Array) -> Array:

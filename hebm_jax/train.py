@@ -83,6 +83,7 @@ class HEBM:
   schedules: tuple[tuple[str, Callable[[Array], Array]], ...]
   skip_nonfinite: bool = False  # keep the old state when an update is not finite (counted)
   compute_dtype: str = "float32"  # encoder/generator arithmetic in training; parameters stay f32
+  kl_warmup_steps: int = 0  # VLAE's KL warm-up 1 - exp(-step / T) on the prior term; 0: off
 
   @property
   def latent_dim(self) -> int:
@@ -134,7 +135,8 @@ def create_model(config, steps_per_epoch: int) -> HEBM:
               n_steps=int(config.sampler.n_steps), step_size=float(config.sampler.step_size),
               tx_gi=tx_gi, tx_prior=tx_prior, schedules=schedules,
               skip_nonfinite=config.train.get("on_divergence", "stop") == "skip",
-              compute_dtype=config.train.get("compute_dtype", "float32"))
+              compute_dtype=config.train.get("compute_dtype", "float32"),
+              kl_warmup_steps=int(config.objective.get("kl_warmup_steps", 0)))
 
 
 def init_variables(model: HEBM, key: Array, image_shape: Sequence[int]) -> tuple[dict, dict, dict]:
@@ -298,7 +300,9 @@ def train_step_from_draws(model: HEBM, state: TrainState, images: Array, draws: 
                                     return_logits=model.likelihood == "bernoulli")
     rec = objectives.likelihood_loss(out, images, model.likelihood)
     kls = objectives.kl_terms(zs, means, logvars, model.kl_estimator)
-    loss = objectives.generator_encoder_loss(rec, kls, f_pos, model.gfactor)
+    kl_weight = (objectives.kl_warmup_weight(state.step, model.kl_warmup_steps)
+                 if model.kl_warmup_steps else 1.0)
+    loss = objectives.generator_encoder_loss(rec, kls, f_pos, model.gfactor, kl_weight)
     batch_stats = {"encoder": enc_stats, "generator": gen_stats} if state.batch_stats else {}
     return loss, (z, sn_state, rec, kls, jnp.mean(f_pos), batch_stats)
 
@@ -314,6 +318,8 @@ def train_step_from_draws(model: HEBM, state: TrainState, images: Array, draws: 
              "grad_norm/encoder": _global_norm(gi_grads["encoder"]),
              "grad_norm/generator": _global_norm(gi_grads["generator"])}
   metrics.update({f"kl/layer{l}": kls[l] for l in range(len(model.z_dims))})
+  if model.kl_warmup_steps:
+    metrics["kl_weight"] = objectives.kl_warmup_weight(state.step, model.kl_warmup_steps)
 
   # (2) prior sampling with the current f_alpha, then (3) the EBM update.
   prior_params, opt_state_prior = params["prior"], state.opt_state_prior
@@ -447,8 +453,12 @@ def eval_step(model: HEBM, state: TrainState, batch: dict, axis_name: str | None
   logits = model.generator.apply(network_variables(state, "generator"), means, return_logits=True)
   x_hat = models.output_image(logits, model.generator.output)
   sq = jnp.sum((x_hat - x) ** 2, axis=(1, 2, 3))
-  rec = sq if model.likelihood == "gaussian" else jax.vmap(
-      lambda l, t: objectives.bernoulli_reconstruction_loss(l[None], t[None]))(logits, x)
+  if model.likelihood == "gaussian":
+    rec = sq
+  elif model.likelihood == "l1":
+    rec = 0.5 * jnp.sum(jnp.abs(x_hat - x), axis=(1, 2, 3))
+  else:
+    rec = jax.vmap(lambda l, t: objectives.bernoulli_reconstruction_loss(l[None], t[None]))(logits, x)
   f, _ = sampler.energy(model.prior, state.params["prior"], state.sn_state,
                         models.concat_latents(means), update_stats=False)
   out = {"count": jnp.asarray(x.shape[0], jnp.float32), "rec_loss": jnp.sum(rec),

@@ -25,7 +25,9 @@ def log_likelihood(images: Array, generator_out: Array, likelihood: str, gfactor
   Args:
     images: x in [-1, 1].
     generator_out: 'gaussian': the generated image g(z) (mean of the Gaussian, sigma^2 =
-      1 / (2 gfactor), the sigma the training loss implies); 'bernoulli': the generator's logits
+      1 / (2 gfactor), the sigma the training loss implies); 'l1': g(z), the location of the
+      Laplace density that VLAE's L1 loss implies (scale 1 / gfactor on [0, 1], 2 / gfactor on
+      [-1, 1], the scale the density is taken on, as for the Gaussian); 'bernoulli': the generator's logits
       for the targets (x + 1) / 2.
     likelihood: one of `objectives.LIKELIHOODS`.
     gfactor: 1 / (2 sigma^2) (config.objective.gfactor); unused for 'bernoulli'.
@@ -36,6 +38,12 @@ def log_likelihood(images: Array, generator_out: Array, likelihood: str, gfactor
     sq = jnp.sum((images - generator_out) ** 2, axis=axes)
     # -||x - g||^2 / (2 sigma^2) - D/2 log(2 pi sigma^2), with 2 sigma^2 = 1 / gfactor.
     return -gfactor * sq - 0.5 * num_pixels * math.log(math.pi / gfactor)
+  if likelihood == "l1":
+    # Laplace with scale 1 / gfactor on the [0, 1] scale, i.e. b = 2 / gfactor on the [-1, 1]
+    # scale, where densities are taken as for the Gaussian: -|x - g| / b - D log(2 b).
+    num_pixels = math.prod(images.shape[1:])
+    l1 = 0.5 * jnp.sum(jnp.abs(images - generator_out), axis=axes)
+    return -gfactor * l1 - num_pixels * math.log(4.0 / gfactor)
   if likelihood == "bernoulli":
     return -jax.vmap(lambda l, x: objectives.bernoulli_reconstruction_loss(l[None], x[None]))(
         generator_out, images)

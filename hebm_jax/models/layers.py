@@ -368,9 +368,18 @@ def split_latents(z: Array, z_dims: Sequence[int]) -> list[Array]:
   return [z[..., a:b] for a, b in zip(offsets[:-1], offsets[1:])]
 
 
+STD_HEADS = ("logvar", "sigmoid")
+
+
 class GaussianHead(nn.Module):
-  """Flattened features -> (mean, logvar), both (B, dim); logvar unconstrained as in the reference."""
+  """Flattened features -> (mean, logvar), both (B, dim).
+
+  `std_head` 'logvar' (the reference's): the second linear map is the log-variance, unconstrained.
+  'sigmoid' (VLAE's): it is the pre-activation of the standard deviation sigmoid(.) + 0.001, so
+  0.001 < std < 1.001; the head still returns log(std^2), which the losses take.
+  """
   dim: int
+  std_head: str = "logvar"
 
   @nn.compact
   def __call__(self, h: Array) -> tuple[Array, Array]:
@@ -381,7 +390,12 @@ class GaussianHead(nn.Module):
     km, bm = DenseParams(self.dim, h.shape[-1], name="mean")()
     kl, bl = DenseParams(self.dim, h.shape[-1], name="logvar")()
     y = h @ jnp.concatenate([km, kl], 1) + jnp.concatenate([bm, bl])
-    return y[:, :self.dim], y[:, self.dim:]
+    mean, second = y[:, :self.dim], y[:, self.dim:]
+    if self.std_head == "logvar":
+      return mean, second
+    if self.std_head == "sigmoid":
+      return mean, 2.0 * jnp.log(jax.nn.sigmoid(second) + 0.001)
+    raise ValueError(f"Unknown std_head {self.std_head!r}; expected one of {STD_HEADS}.")
 
 
 class MaybeBatchNorm(nn.Module):

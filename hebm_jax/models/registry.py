@@ -95,7 +95,11 @@ def family_problems(config) -> list[Problem]:
 
 
 def generator_output(config) -> str:
-  """'sigmoid' for the Bernoulli likelihood (logits -> mean in [0, 1]), else 'tanh'."""
+  """`model.output` when set, else 'sigmoid' for the Bernoulli likelihood (logits -> mean in
+  [0, 1]) and 'tanh' otherwise."""
+  output = config.model.get("output", "")
+  if output:
+    return output
   return "sigmoid" if config.objective.likelihood == "bernoulli" else "tanh"
 
 

@@ -12,9 +12,9 @@ families, each an (encoder, generator) pair with the interface of `registry`:
 
 Departures from the VLAE code, shared by both families (and by `provlae`):
 
-* Heads: `layers.GaussianHead` (a mean and an unconstrained log-variance), as the authors' model,
-  instead of VLAE's `sigmoid(fc) + 0.001` std head (and instead of `LargeLayers.ladder3`'s ReLU
-  heads, a quirk of tf.contrib's default activation).
+* Heads: `layers.GaussianHead`, by default a mean and an unconstrained log-variance as the
+  authors' model; `model.std_head='sigmoid'` gives VLAE's `sigmoid(fc) + 0.001` standard
+  deviation (not `LargeLayers.ladder3`'s ReLU heads, a quirk of tf.contrib's default activation).
 * Initialisation: PyTorch's (`torch_dense`, xavier-normal `conv` / `conv_transpose`) as the rest of
   the package, instead of N(0, 0.02). Convolutions are bias-free, as in the authors' networks: with
   batch norm a bias would be cancelled anyway, and without it the model keeps the authors' choice.
@@ -129,12 +129,14 @@ class SmallEncoder(_VLAEModule):
     batch_norm: BN before every hidden activation (VLAE); no 'batch_stats' when False.
     negative_slope: LeakyReLU slope (`model.encoder_negative_slope`; VLAE: 0.1).
     bn_axis_name: pmap axis over which BN averages batch statistics in training.
+    std_head: `layers.GaussianHead`'s parameterisation (`model.std_head`; VLAE: 'sigmoid').
   """
   z_dims: Sequence[int]
   channels: Sequence[int]
   batch_norm: bool = False
   negative_slope: float = 0.1
   bn_axis_name: str | None = None
+  std_head: str = "logvar"
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> tuple[list[Array], list[Array]]:
@@ -144,7 +146,7 @@ class SmallEncoder(_VLAEModule):
     means, logvars = [], []
 
     def add_head(l, h):
-      mean, logvar = GaussianHead(self.z_dims[l], name=f"head{l}")(h)
+      mean, logvar = GaussianHead(self.z_dims[l], self.std_head, name=f"head{l}")(h)
       means.append(mean)
       logvars.append(logvar)
 
@@ -255,12 +257,14 @@ class LargeEncoder(_VLAEModule):
     batch_norm: BN before every hidden activation (VLAE); no 'batch_stats' when False.
     negative_slope: LeakyReLU slope (`model.encoder_negative_slope`; VLAE: 0.1).
     bn_axis_name: pmap axis over which BN averages batch statistics in training.
+    std_head: `layers.GaussianHead`'s parameterisation (`model.std_head`; VLAE: 'sigmoid').
   """
   z_dims: Sequence[int]
   channels: Sequence[int]
   batch_norm: bool = False
   negative_slope: float = 0.1
   bn_axis_name: str | None = None
+  std_head: str = "logvar"
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> tuple[list[Array], list[Array]]:
@@ -277,7 +281,7 @@ class LargeEncoder(_VLAEModule):
       h = r
       for j, (make, c) in enumerate(stage):
         h = make(c, f"ladder{l}_conv{j}")(h, train)
-      mean, logvar = GaussianHead(self.z_dims[l], name=f"head{l}")(h)
+      mean, logvar = GaussianHead(self.z_dims[l], self.std_head, name=f"head{l}")(h)
       means.append(mean)
       logvars.append(logvar)
       for j, (make, c) in enumerate(stage):
@@ -285,7 +289,7 @@ class LargeEncoder(_VLAEModule):
     h = _flat(r)
     h = self._block("dense", c5, "ladder3_fc0")(h, train)
     h = self._block("dense", c5, "ladder3_fc1")(h, train)
-    mean, logvar = GaussianHead(self.z_dims[3], name="head3")(h)
+    mean, logvar = GaussianHead(self.z_dims[3], self.std_head, name="head3")(h)
     means.append(mean)
     logvars.append(logvar)
     return means, logvars
@@ -409,7 +413,8 @@ def _builder(encoder_cls, generator_cls):
   def build(config, output: str):
     m, d = config.model, config.data
     common = dict(z_dims=tuple(m.z_dims), channels=tuple(m.channels), batch_norm=bool(m.batch_norm))
-    encoder = encoder_cls(negative_slope=m.encoder_negative_slope, **common)
+    encoder = encoder_cls(negative_slope=m.encoder_negative_slope,
+                          std_head=m.get("std_head", "logvar"), **common)
     generator = generator_cls(image_size=d.image_size, image_channels=d.channels,
                               negative_slope=m.generator_negative_slope, output=output, **common)
     return encoder, generator

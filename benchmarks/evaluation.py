@@ -54,7 +54,7 @@ def main(argv=None) -> None:
   parser.add_argument("--sample_batch", type=int, default=100)
   parser.add_argument("--json", default="")
   args = parser.parse_args(argv)
-  from hebm_jax import generate  # pylint: disable=g-import-not-at-top
+  from hebm_jax import prior_samples  # pylint: disable=g-import-not-at-top
   from hebm_jax.evaluation import inception, likelihood, log_joint  # pylint: disable=g-import-not-at-top
 
   device = jax.devices()[0]
@@ -80,9 +80,9 @@ def main(argv=None) -> None:
   for name in ("mnist", "svhn_fid"):
     config, model, state, _ = _model_state(name)
     b = args.sample_batch
-    fn = lambda: next(generate.prior_sample_batches(model, state, jax.random.PRNGKey(2), b, b,
-                                                    config.sampler.n_steps,
-                                                    config.sampler.step_size))[0]
+    fn = lambda: next(prior_samples.prior_sample_batches(
+        model, state, jax.random.PRNGKey(2), b, b, config.sampler.n_steps,
+        config.sampler.step_size))[0]
     report(f"prior samples {name} (K={config.sampler.n_steps}, decoded)", b,
            *_time(fn, args.repeats))
 

@@ -92,7 +92,7 @@ def get_config() -> ml_collections.ConfigDict:
   train.steps_per_dispatch = 1      # steps per device call (lax.scan over stacked batches); the
                                     # log/image/checkpoint/eval intervals must be multiples of it
   train.compute_dtype = "float32"   # 'bfloat16': encoder/generator arithmetic in bf16 (f32
-                                    # parameters, optimiser, EBM and sampler); not exact, see README
+                                    # parameters, optimiser, EBM and sampler); not exact, see BENCHMARKS.md
   train.xla_cpu_ynnpack = True      # False: XLA:CPU keeps convolutions on its Eigen kernels instead
                                     # of YNNPACK (faster for narrow networks; BENCHMARKS.md)
   train.compilation_cache = "workdir"  # JAX's persistent compilation cache, for train, eval and

@@ -8,7 +8,7 @@ ladder networks (`vlae_small`, codes merged by gated addition, so the top code p
 most layers) with a 1-d bottom, a 1-d middle and an 8-d top layer. Trained, the top layer carries
 the digit identity and the lower ones the style: in `images/hierarchical_*.png` varying z3
 changes the digit while z1 and z2 change its shape, and a linear probe of the posterior means
-(README, "Results") reads the digit best from z3. Equal 2-d layers (the SVHN-HS proportions) let
+(RESULTS.md) reads the digit best from z3. Equal 2-d layers (the SVHN-HS proportions) let
 the bottom layer take the identity instead.
 """
 

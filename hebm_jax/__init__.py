@@ -7,8 +7,11 @@ Prior", ICCV 2023. Modules:
                   sample_prior_mala, sample_joint_prior, hierarchical_sampling
   objectives      the reference's losses (single-sample KL, reconstruction, EBM contrastive loss)
   input_pipeline  the paper's datasets through tfds + grain (load_split, train_iterator)
-  train           TrainState, train_step, train_and_evaluate
+  train_state     TrainState, the model description (HEBM), optimisers and schedules
+  train_step      train_step, eval_step and their pmapped forms
+  train           train_and_evaluate (the loop); re-exports TrainState and train_step
   evaluation      the paper's metrics as pure functions, and `--mode=eval` (evaluation.driver)
+  prior_samples   decoded prior samples in batches (sampling and FID)
   generate        `--mode=sample`: prior samples, reconstructions, hierarchical grids
   sweep           `python -m hebm_jax.sweep`: ablation grids trained and evaluated
   summary         parameter counts and shapes of a config (`--mode=summary`)

@@ -302,7 +302,7 @@ def torch_to_params(state_dicts: Mapping[str, Mapping[str, Any]], config) -> tup
     config: the experiment config ('add' or 'concat' generator, EBM or Gaussian prior).
 
   Returns:
-    (params {'encoder', 'generator', 'prior'}, sn_state) as `train.init_params` returns them,
+    (params {'encoder', 'generator', 'prior'}, sn_state) as `train_state.init_params` returns them,
     float32 numpy arrays. sn_state[layer]['sn'] = {'dense/kernel/u': (1, out),
     'dense/kernel/sigma': ()} for each spectral-normalised prior layer.
 
@@ -558,7 +558,7 @@ def convert_checkpoint(checkpoint: str, config, workdir: str, step: int = 0, pre
 
   The train state has the converted parameters and spectral-norm state, `step`, and fresh
   optimiser states (the authors' Adam moments are not converted) whose learning-rate schedule
-  counts start at `step`, so a resumed run continues the per-epoch decay. `train.create_model`
+  counts start at `step`, so a resumed run continues the per-epoch decay. `train_state.create_model`
   needs a number of steps per epoch: `config.optim.steps_per_epoch`, or 1 when it is 0. It only
   shapes the schedule functions, which are not saved, so the written checkpoint does not depend
   on it; a resumed run derives its own from the dataset.
@@ -579,7 +579,7 @@ def convert_checkpoint(checkpoint: str, config, workdir: str, step: int = 0, pre
     ConversionError, ConfigError, ImportError: before anything is written.
   """
   # pylint: disable=g-import-not-at-top
-  from hebm_jax import checkpointing, train
+  from hebm_jax import checkpointing, train_state
   from hebm_jax.config_validation import validate_config
 
   validate_config(config)
@@ -592,9 +592,9 @@ def convert_checkpoint(checkpoint: str, config, workdir: str, step: int = 0, pre
   state_dicts = load_checkpoint(checkpoint, prefix, allow_pickle)
   params, sn_state = torch_to_params(state_dicts, config)
 
-  model = train.create_model(config, config.optim.steps_per_epoch or 1)
-  state = train.state_from_params(model, jax.tree.map(jnp.asarray, params),
-                                  jax.tree.map(jnp.asarray, sn_state), step)
+  model = train_state.create_model(config, config.optim.steps_per_epoch or 1)
+  state = train_state.state_from_params(model, jax.tree.map(jnp.asarray, params),
+                                        jax.tree.map(jnp.asarray, sn_state), step)
   manager = checkpointing.make_manager(workdir, config.checkpoint.max_to_keep)
   checkpointing.save(manager, step, state, config)
   manager.wait_until_finished()

@@ -5,14 +5,22 @@ log interval) and checked step by step: non-finite values, and the bounds of `co
 (the EBM loss, the mean energies on posterior and prior samples, gradient, parameter and update
 norms). A runaway EBM can keep its contrastive loss small while f itself explodes, so the
 energies are bounded directly.
+
+After a divergence with `train.on_divergence='restore'` the loop goes back to the last good
+checkpoint; the run state (`load_run_state`) counts those restores, and `scaled_learning_rates`
+lowers the learning rates by `train.restore_lr_factor` per restore.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 
 import jax
 import numpy as np
+
+from hebm_jax import fileio
 
 
 class DivergenceError(FloatingPointError):
@@ -124,3 +132,36 @@ def summarize(kept: list[dict], skipped: int) -> dict:
   summary = {k: float(np.mean([m[k] for m in kept])) for k in kept[0]} if kept else {}
   summary["skipped"] = float(skipped)
   return summary
+
+
+def _run_state_path(workdir: str) -> str:
+  return os.path.join(workdir, "run_state.json")
+
+
+def load_run_state(workdir: str) -> dict:
+  """{'restores': n}: how often `train.on_divergence='restore'` reloaded a checkpoint in this run.
+
+  Kept beside the checkpoints so that a resumed run uses the same randomness and learning rates
+  as the run it continues.
+  """
+  path = _run_state_path(workdir)
+  if not fileio.exists(path):
+    return {"restores": 0}
+  return {"restores": 0, **json.loads(fileio.read_text(path))}
+
+
+def save_run_state(workdir: str, run_state: dict) -> None:
+  """Writes `run_state` (process 0 only; see `load_run_state`)."""
+  if jax.process_index() != 0:
+    return
+  fileio.write_text(_run_state_path(workdir), json.dumps(run_state))
+
+
+def scaled_learning_rates(config, factor: float):
+  """`config` with every learning rate multiplied by `factor` (after divergence restores)."""
+  if factor == 1.0:
+    return config
+  config = config.copy_and_resolve_references()
+  for name in ("lr_generator", "lr_encoder", "lr_prior"):
+    config.optim[name] = config.optim[name] * factor
+  return config

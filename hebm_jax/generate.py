@@ -6,64 +6,25 @@ image | reconstruction from the posterior mean), `hierarchical.png` (one layer v
 paper Fig. 4), and `samples.npz` with `images` (N, H, W, C) uint8, the latents `z1`..`zL` (N, d_l)
 float32, `originals` and `reconstructions` uint8, and the settings.
 
-`prior_sample_batches` is the batched sampler the FID evaluator shares.
+The samples come from `prior_samples.prior_sample_batches`, the batched sampler the FID evaluator
+shares.
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
-from typing import Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from hebm_jax import compile_cache, fileio, models, sampler, summary, visualization
+from hebm_jax import compile_cache, fileio, sampler, summary, train_state, visualization
 from hebm_jax.config_validation import ConfigError
-
-Array = jax.Array
-SAMPLE_METHODS = ("langevin", "mala")
+from hebm_jax.prior_samples import SAMPLE_METHODS, prior_sample_batches
 _SAMPLE_STREAM = 4  # fold_in index of the sampling key (0-2: training, 3: evaluation)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5, 6))
-def _sample_batch(model, state, key, batch_size: int, n_steps: int, step_size: float, method: str):
-  from hebm_jax.train import network_variables  # pylint: disable=g-import-not-at-top
-  k_init, k_chain = jax.random.split(key)
-  z0 = jax.random.normal(k_init, (batch_size, model.latent_dim))
-  params, sn = state.params["prior"], state.sn_state
-  acceptance = jnp.ones((batch_size,))
-  if method == "mala" and model.prior is not None:
-    z, _, info = sampler.sample_prior_mala(model.prior, params, sn, z0, k_chain, n_steps, step_size)
-    acceptance = info["acceptance_rate"]
-  else:
-    z, _ = sampler.sample_prior(model.prior, params, sn, z0, k_chain, n_steps, step_size)
-  zs = models.split_latents(z, model.z_dims)
-  images = model.generator.apply(network_variables(state, "generator"), zs)
-  return images, zs, acceptance
-
-
-def prior_sample_batches(model, state, key: Array, num: int, batch_size: int, n_steps: int,
-                         step_size: float, method: str = "langevin") -> Iterator[tuple]:
-  """Yields (images (b, H, W, C) in [-1, 1], list of L latents (b, d_l), MALA acceptance (b,))
-  until `num` samples are out; batch i uses fold_in(key, i), so samples do not depend on memory.
-
-  `method` 'langevin' is the training sampler (short-run, unadjusted); 'mala' adds the
-  Metropolis accept step (acceptance 1 for the unadjusted sampler and the Gaussian prior).
-  """
-  if method not in SAMPLE_METHODS:
-    raise ValueError(f"unknown sampling method {method!r}; expected one of {SAMPLE_METHODS}.")
-  done, i = 0, 0
-  while done < num:
-    images, zs, acc = _sample_batch(model, state, jax.random.fold_in(key, i), batch_size,
-                                    int(n_steps), float(step_size), method)
-    take = min(batch_size, num - done)
-    yield images[:take], [z[:take] for z in zs], acc[:take]
-    done, i = done + take, i + 1
 
 
 def sample_settings(config) -> dict:
@@ -99,7 +60,7 @@ def _uint8(images) -> np.ndarray:
 
 def write_samples(config, workdir: str) -> str:
   """`--mode=sample`: writes the files listed in the module docstring; returns their directory."""
-  from hebm_jax import checkpointing, input_pipeline, train  # pylint: disable=g-import-not-at-top
+  from hebm_jax import checkpointing, input_pipeline  # pylint: disable=g-import-not-at-top
   from hebm_jax.evaluation import checkpoints  # pylint: disable=g-import-not-at-top
 
   check_sample_config(config)
@@ -111,7 +72,7 @@ def write_samples(config, workdir: str) -> str:
   if settings["num_reconstructions"]:
     source = input_pipeline.load_split(config.data, config.data.eval_split)
     input_pipeline.check_source(source, config.data)
-  model = train.create_model(config, steps_per_epoch=1)
+  model = train_state.create_model(config, steps_per_epoch=1)
   state, step = checkpointing.restore(manager, summary.abstract_state(config), config, steps[-1])
   manager.close()
   state = jax.device_put(state)
@@ -136,7 +97,7 @@ def write_samples(config, workdir: str) -> str:
   scale = max(1, 48 // images.shape[1])
   visualization.save_png(visualization.make_grid(images[:100]),
                          os.path.join(out_dir, "samples.png"), scale)
-  gen_vars = train.network_variables(state, "generator")
+  gen_vars = train_state.network_variables(state, "generator")
   shown = [jnp.asarray(z[:100]) for z in zs]
   hierarchical = np.asarray(sampler.hierarchical_sampling(model.generator, gen_vars, shown))
   visualization.save_png(
@@ -147,7 +108,7 @@ def write_samples(config, workdir: str) -> str:
   if source is not None:
     n = min(settings["num_reconstructions"], len(source))
     originals = source.get(np.arange(n))["image"]
-    means, _ = model.encoder.apply(train.network_variables(state, "encoder"), jnp.asarray(originals))
+    means, _ = model.encoder.apply(train_state.network_variables(state, "encoder"), jnp.asarray(originals))
     recon = np.asarray(model.generator.apply(gen_vars, means))
     visualization.save_png(visualization.make_grid(np.concatenate([originals, recon], axis=2)),
                            os.path.join(out_dir, "reconstructions.png"), scale)

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from clu import parameter_overview
 
-from hebm_jax import fileio, train
+from hebm_jax import fileio, train_state
 from hebm_jax.config_validation import validate_config
 
 NETWORKS = ("encoder", "generator", "prior")
@@ -24,11 +24,12 @@ def count_parameters(tree) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
 
 
-def abstract_state(config) -> train.TrainState:
+def abstract_state(config) -> train_state.TrainState:
   """The train state of `config` as shape structs (no allocation, no compilation of the init)."""
-  model = train.create_model(config, config.optim.steps_per_epoch or 1)
+  model = train_state.create_model(config, config.optim.steps_per_epoch or 1)
   shape = (config.data.image_size, config.data.image_size, config.data.channels)
-  return jax.eval_shape(lambda k: train.create_train_state(model, k, shape), jax.random.PRNGKey(0))
+  return jax.eval_shape(lambda k: train_state.create_train_state(model, k, shape),
+                        jax.random.PRNGKey(0))
 
 
 def model_summary(config, num_devices: int | None = None) -> dict:

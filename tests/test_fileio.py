@@ -14,7 +14,7 @@ from etils.epath import gpath
 from etils.epath import testing as epath_testing
 from PIL import Image
 
-from hebm_jax import checkpointing, fileio, train, visualization
+from hebm_jax import checkpointing, divergence, fileio, visualization
 from hebm_jax.data import sources
 from hebm_jax.evaluation import fid, results
 
@@ -65,10 +65,10 @@ def test_urls_stay_urls_and_local_paths_become_absolute(tmp_path, monkeypatch):
 
 def test_run_state_round_trips_through_a_bucket(bucket):
   url, local = bucket
-  assert train.load_run_state(url) == {"restores": 0}
-  train._save_run_state(url, {"restores": 2})  # pylint: disable=protected-access
+  assert divergence.load_run_state(url) == {"restores": 0}
+  divergence.save_run_state(url, {"restores": 2})
   assert json.loads((local / "run_state.json").read_text()) == {"restores": 2}
-  assert train.load_run_state(url) == {"restores": 2}
+  assert divergence.load_run_state(url) == {"restores": 2}
 
 
 def test_png_is_written_into_the_bucket(bucket):

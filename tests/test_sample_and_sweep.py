@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from hebm_jax import checkpointing, generate, sweep, train
+from hebm_jax import checkpointing, generate, prior_samples, sweep, train
 from hebm_jax.config_validation import ConfigError
 from hebm_jax.evaluation.driver import EvaluationError
 from tests.conftest import tiny_digits_config
@@ -56,7 +56,7 @@ def test_sample_batches_match_the_training_sampler(tmp_path):
   shape = (config.data.image_size, config.data.image_size, config.data.channels)
   state = train.create_train_state(model, jax.random.PRNGKey(0), shape)
   key = jax.random.PRNGKey(5)
-  (images, zs, acc), = list(generate.prior_sample_batches(model, state, key, 4, 4, 3, 0.4))
+  (images, zs, acc), = list(prior_samples.prior_sample_batches(model, state, key, 4, 4, 3, 0.4))
   k_init, k_chain = jax.random.split(jax.random.fold_in(key, 0))
   from hebm_jax import sampler  # pylint: disable=g-import-not-at-top
   z, _ = sampler.sample_prior(model.prior, state.params["prior"], state.sn_state,

@@ -364,13 +364,14 @@ def test_optimiser_state_layout_is_that_of_existing_checkpoints(tiny_config):
 
 def test_the_pmapped_step_traces_once_and_donates_the_old_state(tiny_config, monkeypatch):
   traces = []
-  inner = train.train_step_from_draws
+  from hebm_jax import train_step  # pylint: disable=g-import-not-at-top
+  inner = train_step.train_step_from_draws
 
   def counting(*args, **kwargs):
     traces.append(1)
     return inner(*args, **kwargs)
 
-  monkeypatch.setattr(train, "train_step_from_draws", counting)
+  monkeypatch.setattr(train_step, "train_step_from_draws", counting)
   model, state = _model_and_state(tiny_config)
   state = jax.device_put(jax.device_get(state), checkpointing.local_replicated_sharding())
   source = input_pipeline.load_split(tiny_config.data, "train")

@@ -6,6 +6,7 @@
              arrays, index views, concatenations; `load_split`, the RAM cache, missing-data errors.
   anomaly    the MEG/ALAD MNIST anomaly split, as a function of the label array.
   batching   the seed-and-step batch order, flips, eval batches and the grain train iterator.
+  workers    grain worker processes (shared-memory threshold, absl flags in workers).
   synthetic  writes small tfds-format array_record datasets, for tests and benchmarks.
 
 `hebm_jax.input_pipeline` is the public facade over these modules.

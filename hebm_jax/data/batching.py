@@ -23,10 +23,10 @@ import numpy as np
 
 from hebm_jax.data.datasets import DataOptions
 from hebm_jax.data.sources import Source, in_memory, to_model_range
+from hebm_jax.data.workers import prefetch_in_workers
 from hebm_jax.errors import ConfigError
 
 FLIP_STREAM = 0x666C6970  # 'flip': keeps flip draws apart from the permutation stream
-MIN_SHM_BYTES = 1 << 20
 
 
 def steps_per_epoch(num_examples: int, batch_size: int, field: str = "train.batch_size") -> int:
@@ -107,13 +107,6 @@ def eval_batches(source: Source, batch_size: int, num_batches: int = 0, process_
     yield source.get(np.arange(b * batch_size, (b + 1) * batch_size)[share])
 
 
-def _absl_flags_parsed() -> None:
-  """grain's worker processes read absl flags; outside an absl app, take their defaults."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  if not flags.FLAGS.is_parsed():
-    flags.FLAGS.mark_as_parsed()
-
-
 class _HostBatchAt:
   """step -> this host's training batch (the picklable map function run by grain workers)."""
 
@@ -190,17 +183,10 @@ def train_iterator(source: Source, data_config, batch_size: int, seed: int, star
   ds = grain.MapDataset.range(start_step, max(start_step, num_steps)).map(
       _HostBatchAt(source, batch_size, seed, process_index, process_count, d.random_flip))
   if d.worker_count and not in_memory(source):
-    _absl_flags_parsed()
     # Inside each worker batches are made one after the other; the workers' queues hold
     # `prefetch` batches in all.
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
-    # Arrays under 1 MiB (a uint8 MNIST or SVHN batch) are cheaper to pickle through the queue
-    # than to pass in a new shared-memory block each.
-    ds = grain.experimental.WithOptionsIterDataset(
-        ds, grain.experimental.DatasetOptions(min_shm_size=MIN_SHM_BYTES))
-    per_worker = max(1, -(-d.prefetch // d.worker_count))
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=d.worker_count,
-                                                     per_worker_buffer_size=per_worker))
+    ds = prefetch_in_workers(ds, d.worker_count, max(1, -(-d.prefetch // d.worker_count)))
   else:
     # One thread overlaps batch preparation with the training step; more would only contend
     # for the GIL.

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image, JpegImagePlugin, PngImagePlugin
 
 from hebm_jax import fileio
-from hebm_jax.data import anomaly, datasets
+from hebm_jax.data import anomaly, datasets, workers
 from hebm_jax.data.datasets import DataOptions, DatasetSpec
 from hebm_jax.errors import ConfigError
 
@@ -558,12 +558,7 @@ def cache_in_memory(source: Source, worker_count: int = 0, description: str = "s
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0 if worker_count else 1,
                                             prefetch_buffer_size=0 if worker_count else 2))
   if worker_count:
-    from hebm_jax.data import batching  # pylint: disable=g-import-not-at-top
-    batching._absl_flags_parsed()  # pylint: disable=protected-access
-    ds = grain.experimental.WithOptionsIterDataset(
-        ds, grain.experimental.DatasetOptions(min_shm_size=batching.MIN_SHM_BYTES))
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
-                                                     per_worker_buffer_size=2))
+    ds = workers.prefetch_in_workers(ds, worker_count, per_worker_buffer_size=2)
   logging.info("Caching %s: decoding %d examples into memory (%d worker processes).",
                description, n, worker_count)
   t0 = last_log = time.monotonic()

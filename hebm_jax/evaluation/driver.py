@@ -19,7 +19,7 @@ import time
 import jax
 from absl import logging
 
-from hebm_jax import checkpointing, compile_cache, fileio, summary, visualization
+from hebm_jax import checkpointing, compile_cache, fileio, summary, train_state, visualization
 from hebm_jax.config_validation import ConfigError
 from hebm_jax.evaluation import checkpoints
 from hebm_jax.evaluation import results as results_lib
@@ -83,13 +83,13 @@ def run_evaluation(config, workdir: str) -> dict:
   Raises:
     ConfigError, EvaluationError, checkpointing.IncompatibleCheckpointError: before any work.
   """
-  from hebm_jax import train  # pylint: disable=g-import-not-at-top
 
   _check_eval_fields(config)
   metric_classes = resolve_metrics(config)
   steps = checkpoints.select_steps(workdir, config.eval.checkpoint_step, config.eval.num_checkpoints)
   manager = checkpoints.restore_config_checked(workdir, steps, config)
-  model = train.create_model(config, steps_per_epoch=1)  # schedules play no part in evaluation
+  # Schedules play no part in evaluation.
+  model = train_state.create_model(config, steps_per_epoch=1)
   abstract = summary.abstract_state(config)
   data = EvalData(config, model)
   evaluators = [cls(config, model, data) for cls in metric_classes]  # opens the data it needs

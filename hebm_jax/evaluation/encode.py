@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from hebm_jax.train_state import network_variables
+
 Array = jax.Array
 
 
@@ -88,15 +90,13 @@ def encode_split(model, state, source, batch_size: int, what: str = "encoding",
   """Posterior means and log-variances of every example of `source` (or its first `limit`).
 
   Args:
-    model: `hebm_jax.train.HEBM`.
+    model: `hebm_jax.train_state.HEBM`.
     state: `TrainState` (its encoder parameters and batch-norm statistics are used, eval mode).
     source: an `input_pipeline` source.
     batch_size: examples per jitted call.
     what: label of the progress lines.
     limit: only the first `limit` examples when > 0.
   """
-  from hebm_jax.train import network_variables  # pylint: disable=g-import-not-at-top
-
   variables = network_variables(state, "encoder")
   num_layers = len(model.z_dims)
 

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hebm_jax import models, sampler
+from hebm_jax.train_state import network_variables
 
 Array = jax.Array
 
@@ -330,11 +331,10 @@ def model_functions(model, state) -> tuple[Callable, Callable, Callable]:
   (means, logvars) is the encoder in eval mode.
 
   Args:
-    model: `hebm_jax.train.HEBM`.
+    model: `hebm_jax.train_state.HEBM`.
     state: a `TrainState` (or anything with `.params`, `.sn_state`, `.batch_stats`).
   """
   from hebm_jax.evaluation import log_joint  # pylint: disable=g-import-not-at-top
-  from hebm_jax.train import network_variables  # pylint: disable=g-import-not-at-top
 
   enc_vars = network_variables(state, "encoder")
   gen_vars = network_variables(state, "generator")

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from hebm_jax import models, objectives, sampler
+from hebm_jax.train_state import network_variables
 
 Array = jax.Array
 
@@ -75,13 +76,12 @@ def posterior_log_joint(model, state, images: Array, key: Array, num_samples: in
   """log p(x, z) at z ~ q(z|x), `num_samples` draws per image: (num_samples, B).
 
   Args:
-    model: `hebm_jax.train.HEBM` (modules and likelihood settings).
+    model: `hebm_jax.train_state.HEBM` (modules and likelihood settings).
     state: a `TrainState` (or anything with `.params`, `.sn_state`, `.batch_stats`).
     images: (B, H, W, C) in [-1, 1].
     key: PRNG key for the posterior draws.
     num_samples: z draws per image (static).
   """
-  from hebm_jax.train import network_variables  # pylint: disable=g-import-not-at-top
 
   enc_vars = network_variables(state, "encoder")
   gen_vars = network_variables(state, "generator")

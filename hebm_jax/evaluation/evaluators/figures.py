@@ -9,16 +9,15 @@ import numpy as np
 from hebm_jax import models, sampler
 from hebm_jax.evaluation import attack, traversal
 from hebm_jax.evaluation.evaluators import base
+from hebm_jax.train_state import network_variables
 
 
 def _encode_fn(model, state):
-  from hebm_jax.train import network_variables  # pylint: disable=g-import-not-at-top
   variables = network_variables(state, "encoder")
   return lambda x: model.encoder.apply(variables, x)
 
 
 def _decode_fn(model, state):
-  from hebm_jax.train import network_variables  # pylint: disable=g-import-not-at-top
   variables = network_variables(state, "generator")
   return jax.jit(lambda zs: model.generator.apply(variables, zs))
 

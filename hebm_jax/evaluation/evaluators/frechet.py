@@ -18,7 +18,7 @@ import numpy as np
 from absl import logging
 from flax import serialization
 
-from hebm_jax import fileio, generate
+from hebm_jax import fileio, prior_samples
 from hebm_jax.evaluation import encode, feature_classifier, fid, inception
 from hebm_jax.evaluation.checkpoints import EvaluationError
 from hebm_jax.evaluation.evaluators import base
@@ -123,7 +123,7 @@ class _Frechet(base.Evaluator):
 
   def sample_features(self, state, step, key) -> np.ndarray:
     n = self.options.num_samples
-    batches = generate.prior_sample_batches(
+    batches = prior_samples.prior_sample_batches(
         self.model, state, key, n, self.config.eval.batch_size, self.config.sampler.n_steps,
         self.config.sampler.step_size)
     progress = encode.Progress(f"step {step}: {self.name} features of prior samples", n)

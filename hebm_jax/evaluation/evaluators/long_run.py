@@ -11,11 +11,11 @@ import numpy as np
 from hebm_jax import models, sampler, visualization
 from hebm_jax.evaluation import long_run
 from hebm_jax.evaluation.evaluators import base
+from hebm_jax.train_state import network_variables
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 4, 5, 6, 7))
 def _profile(model, state, key, num_chains, n_steps, step_size, record_every, num_shown):
-  from hebm_jax.train import network_variables  # pylint: disable=g-import-not-at-top
   gen_vars = network_variables(state, "generator")
   energy_fn = lambda z: sampler.energy(model.prior, state.params["prior"], state.sn_state, z,
                                        update_stats=False)[0]

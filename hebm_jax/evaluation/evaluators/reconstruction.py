@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from hebm_jax import models
 from hebm_jax.evaluation import encode
 from hebm_jax.evaluation.evaluators import base
+from hebm_jax.train_state import network_variables
 
 
 def reconstruction_mse(images: jax.Array, reconstructions: jax.Array) -> jax.Array:
@@ -22,7 +23,6 @@ def reconstruction_mse(images: jax.Array, reconstructions: jax.Array) -> jax.Arr
 
 @functools.partial(jax.jit, static_argnums=0)
 def _posterior_mean_mse(model, state, images):
-  from hebm_jax.train import network_variables  # pylint: disable=g-import-not-at-top
   means, _ = model.encoder.apply(network_variables(state, "encoder"), images)
   logits = model.generator.apply(network_variables(state, "generator"), means, return_logits=True)
   return reconstruction_mse(images, models.output_image(logits, model.generator.output))

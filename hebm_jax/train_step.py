@@ -275,7 +275,8 @@ def eval_step(model: HEBM, state: TrainState, batch: dict, axis_name: str | None
 
   Returns sums over the batch (so they add up over batches and devices): 'count', 'mse'
   (per-image mean over pixels, [-1, 1] range), 'rec_loss' (per-image pixel sums of the squared
-  error, or of the Bernoulli cross-entropy), 'kl/layer{l}' (closed form) and 'f_posterior'.
+  error, of the [0, 1]-scale absolute error ('l1') or of the Bernoulli cross-entropy), 'kl/layer{l}'
+  (closed form) and 'f_posterior'.
   """
   x = batch["image"]
   means, logvars = model.encoder.apply(network_variables(state, "encoder"), x)

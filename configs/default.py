@@ -140,6 +140,11 @@ def get_config() -> ml_collections.ConfigDict:
       is_samples=100_000,           # plain importance sampling of log Z beside it (a check)
       iw_samples=100,               # K of the importance-weighted log p(x)
       num_images=0))                # test images (0: the whole split)
+  ev.prior_kl = ml_collections.ConfigDict(dict(  # KL(p_alpha || N(0, I)), joint and per layer
+      num_samples=4096,             # N(0, I) draws (and AIS chains); hebm_jax.evaluation.prior_kl
+      inner_samples=32,             # draws of the other layers behind each layer's marginal
+      method="auto",                # 'is', 'ais' or 'auto' (AIS when the IS ESS is < 10 % of N)
+      ais_temperatures=100, ais_step_size=0.1))
   ev.mig = ml_collections.ConfigDict(dict(
       split="train", num_images=0,  # 0: every image (3DShapes: all 480,000, as pro-VLAE)
       num_samples=10_000,           # z samples of each entropy estimate

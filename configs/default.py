@@ -113,6 +113,14 @@ def get_config() -> ml_collections.ConfigDict:
   ev.checkpoint_step = 0            # 0: the newest checkpoint; else this step (must exist)
   ev.num_checkpoints = 1            # evaluate the newest N (up to checkpoint_step): mean +- std
   ev.score_samples = 1              # anomaly/ood: z ~ q(z|x) draws per image, log p(x, z) averaged
+  ev.score = ml_collections.ConfigDict(dict(  # anomaly/ood score -log p_w(x, z) (evaluation.scores)
+      recon_weight=-1.0,            # w of the reconstruction loss; -1: the training Gfactor with the
+                                    # likelihood's constants (the paper's -log p(x, z)); 0: latent terms only
+      z="sample",                   # 'sample' (z ~ q), 'mean' (q's mean) or 'refined' (q's samples
+                                    # after refine_steps noise-free Langevin steps on log p_w(x, z))
+      refine_steps=20, refine_step_size=0.1,
+      variants_table=False))        # 'anomaly' also scores w in {Gfactor, 1, 0} x z in {mean,
+                                    # sample, refined}: 'anomaly_variants/w=..,z=../auprc'
   ev.classifier = ml_collections.ConfigDict(dict(
       hidden=256, epochs=50, batch_size=256, learning_rate=1e-3,
       num_train=0))                 # training codes used (0: the whole train split)

@@ -123,7 +123,10 @@ def get_config() -> ml_collections.ConfigDict:
                                     # sample, refined}: 'anomaly_variants/w=..,z=../auprc'
   ev.classifier = ml_collections.ConfigDict(dict(
       hidden=256, epochs=50, batch_size=256, learning_rate=1e-3,
-      num_train=0))                 # training codes used (0: the whole train split)
+      num_train=0,                  # training codes used (0: the whole train split)
+      train_split="",               # the classifier's training split; '': data.train_split
+      validation_split=""))         # '': none (the last epoch is tested); else the epoch of best
+                                    # accuracy on it is, e.g. 'train[50000:]' with 'train[:50000]'
   ev.ood = ml_collections.ConfigDict(dict(
       dataset="",                   # the OOD dataset (same channels), e.g. 'mnist'
       split="test", num_examples=0))  # 0: every example of both test sets

@@ -119,9 +119,20 @@ def get_config() -> ml_collections.ConfigDict:
   ev.checkpoint_step = 0            # 0: the newest checkpoint; else this step (must exist)
   ev.num_checkpoints = 1            # evaluate the newest N (up to checkpoint_step): mean +- std
   ev.score_samples = 1              # anomaly/ood: z ~ q(z|x) draws per image, log p(x, z) averaged
+  ev.score = ml_collections.ConfigDict(dict(  # anomaly/ood score -log p_w(x, z) (evaluation.scores)
+      recon_weight=-1.0,            # w of the reconstruction loss; -1: the training Gfactor with the
+                                    # likelihood's constants (the paper's -log p(x, z)); 0: latent terms only
+      z="sample",                   # 'sample' (z ~ q), 'mean' (q's mean) or 'refined' (q's samples
+                                    # after refine_steps noise-free Langevin steps on log p_w(x, z))
+      refine_steps=20, refine_step_size=0.1,
+      variants_table=False))        # 'anomaly' also scores w in {Gfactor, 1, 0} x z in {mean,
+                                    # sample, refined}: 'anomaly_variants/w=..,z=../auprc'
   ev.classifier = ml_collections.ConfigDict(dict(
       hidden=256, epochs=50, batch_size=256, learning_rate=1e-3,
-      num_train=0))                 # training codes used (0: the whole train split)
+      num_train=0,                  # training codes used (0: the whole train split)
+      train_split="",               # the classifier's training split; '': data.train_split
+      validation_split=""))         # '': none (the last epoch is tested); else the epoch of best
+                                    # accuracy on it is, e.g. 'train[50000:]' with 'train[:50000]'
   ev.ood = ml_collections.ConfigDict(dict(
       dataset="",                   # the OOD dataset (same channels), e.g. 'mnist'
       split="test", num_examples=0))  # 0: every example of both test sets
@@ -146,6 +157,11 @@ def get_config() -> ml_collections.ConfigDict:
       is_samples=100_000,           # plain importance sampling of log Z beside it (a check)
       iw_samples=100,               # K of the importance-weighted log p(x)
       num_images=0))                # test images (0: the whole split)
+  ev.prior_kl = ml_collections.ConfigDict(dict(  # KL(p_alpha || N(0, I)), joint and per layer
+      num_samples=4096,             # N(0, I) draws (and AIS chains); hebm_jax.evaluation.prior_kl
+      inner_samples=32,             # draws of the other layers behind each layer's marginal
+      method="auto",                # 'is', 'ais' or 'auto' (AIS when the IS ESS is < 10 % of N)
+      ais_temperatures=100, ais_step_size=0.1))
   ev.mig = ml_collections.ConfigDict(dict(
       split="train", num_images=0,  # 0: every image (3DShapes: all 480,000, as pro-VLAE)
       num_samples=10_000,           # z samples of each entropy estimate

@@ -187,6 +187,25 @@ def test_evaluation_is_reproducible(digits_run):
   assert a == b
 
 
+def test_classifier_validation_split_and_prior_kl_end_to_end_on_digits(digits_run):
+  config, workdir = digits_run
+  config = config.copy_and_resolve_references()
+  config.eval.metrics = ("latent_classifier", "prior_kl")
+  config.eval.checkpoint_step = 2  # a results file of its own
+  config.eval.classifier.update(train_split="train[:1000]", validation_split="train[1000:]")
+  config.eval.prior_kl.update(num_samples=256, inner_samples=4, method="is")
+  out = driver.run_evaluation(config, str(workdir))
+  results, details = out["results"], out["details"]["latent_classifier"]
+  for l in (1, 2, 3):
+    assert 0 <= results[f"latent_classifier/z{l}"] <= 1
+    assert 0 <= results[f"latent_classifier_val/z{l}"] <= 1
+    assert 1 <= details["selected_epoch"][f"z{l}"] <= 2
+    assert results[f"prior_kl/z{l}"] > -1e-3
+  assert details["num_train"] == 1000 and details["num_validation"] == 497
+  assert 0 < results["prior_kl"] < 1  # the untrained EBM: a mild tilt of N(0, I)
+  assert out["settings"]["latent_classifier"]["epoch_selection"] == "best validation accuracy"
+
+
 def _mock_config(name, **overrides):
   from configs import fashion_mnist, mnist_anomaly, shapes3d  # pylint: disable=g-import-not-at-top
   config = {"mnist_anomaly": mnist_anomaly, "fashion_mnist": fashion_mnist,
@@ -205,11 +224,16 @@ def test_anomaly_end_to_end_on_mock_mnist(tmp_path):
   config = _mock_config("mnist_anomaly")
   config.eval.metrics = ("anomaly",)
   config.eval.num_checkpoints = 2
+  config.eval.score.update(variants_table=True, refine_steps=2)
   _save_checkpoints(config, tmp_path, (1, 2))
   with tfds.testing.mock_data(num_examples=60):
     out = driver.run_evaluation(config, str(tmp_path))
   assert out["checkpoint_steps"] == [1, 2]
   assert 0 < out["results"]["anomaly/auprc"] <= 1 and 0 <= out["results"]["anomaly/auroc"] <= 1
+  # The table of score variants; its (w = gfactor, z = sample) entry is the shipped score.
+  table = {k: v for k, v in out["results"].items() if k.startswith("anomaly_variants/")}
+  assert len(table) == 18 and all(0 <= v <= 1 for v in table.values())
+  assert table["anomaly_variants/w=gfactor,z=sample/auprc"] == out["results"]["anomaly/auprc"]
   assert out["paper"]["anomaly/auprc"]["value"] == 0.722  # digit 1, Table 3
   details = out["details"]["anomaly"]
   assert details["num_anomalous"] > 0 and details["num_normal"] > 0
@@ -256,6 +280,11 @@ def test_mig_end_to_end_on_mock_shapes3d(tmp_path):
     (("latent_classifier",), {"eval.num_checkpoints": 0}, "eval.num_checkpoints"),
     (("long_run",), {"eval.long_run.record_every": 7}, "must divide eval.long_run.n_steps"),
     (("long_run",), {"prior.type": "gaussian"}, "the Gaussian prior has none"),
+    (("latent_classifier",), {"eval.classifier.validation_split": "test[100:]"},
+     "eval.classifier.validation_split: 'test\\[100:\\]' may share examples with the test split"),
+    (("prior_kl",), {"eval.prior_kl.method": "mcmc"}, "eval.prior_kl.method: unknown method"),
+    (("anomaly",), {"data.name": "mnist_anomaly", "data.image_size": 28, "eval.score.z": "max"},
+     "eval.score.z: unknown z mode 'max'"),
 ])
 def test_config_errors_name_the_problem_and_change_nothing(digits_run, metrics, overrides, match):
   config, workdir = digits_run

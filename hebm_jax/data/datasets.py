@@ -166,6 +166,54 @@ def parse_split(spec: str) -> list[SplitPart]:
   return parts
 
 
+def _interval(part: SplitPart, unit: str) -> tuple[float, float] | None:
+  """[start, stop) of a part in `unit` ('abs': examples, 'pct': percent) without knowing the size
+  of the split; None if a bound is in the other unit or negative (it then needs the size)."""
+  def value(bound, default):
+    if bound is None:
+      return default
+    is_pct = bound.endswith("%")
+    number = int(bound[:-1] if is_pct else bound)
+    if is_pct != (unit == "pct") or number < 0:
+      return None
+    return float(number)
+  start = value(part.start, 0.0)
+  stop = value(part.stop, 100.0 if unit == "pct" else float("inf"))
+  return None if start is None or stop is None else (start, stop)
+
+
+def _parts_overlap(a: SplitPart, b: SplitPart, num_examples: int | None) -> bool:
+  if a.base != b.base:
+    return False
+  if num_examples is not None:
+    (a0, a1), (b0, b1) = a.bounds(num_examples), b.bounds(num_examples)
+    return a0 < a1 and b0 < b1 and max(a0, b0) < min(a1, b1)
+  for unit in ("abs", "pct"):
+    ia, ib = _interval(a, unit), _interval(b, unit)
+    if ia is not None and ib is not None:
+      return ia[0] < ia[1] and ib[0] < ib[1] and max(ia[0], ib[0]) < min(ia[1], ib[1])
+  return True  # mixed units or negative bounds: undecidable without the size, so possibly
+
+
+def splits_overlap(a: str, b: str, num_examples: dict[str, int] | None = None) -> bool:
+  """Whether two split specs of one dataset may share examples (by index within a base split).
+
+  'train[:50000]' and 'train[50000:]' are disjoint, as are 'test' and 'train[50000:]'; 'train'
+  and 'train[50000:]' overlap, as do 'train[:50%]' and 'train[40%:]'. Slices in the same unit
+  (examples, or percent: tfds rounds both specs' percent bounds alike) are compared without the
+  split's size; a slice in examples against one in percent, or a negative bound, needs the size
+  (`num_examples`: base split -> examples) and counts as overlapping when it is not given. Empty
+  slices overlap nothing. Distinct base split names count as disjoint: true of tfds' splits, but
+  not of 'mnist_anomaly' under the 'meg' protocol, whose test normals were also trained on.
+
+  Raises:
+    ValueError: a spec that does not parse.
+  """
+  sizes = num_examples or {}
+  return any(_parts_overlap(pa, pb, sizes.get(pa.base))
+             for pa in parse_split(a) for pb in parse_split(b))
+
+
 # ---------------------------------------------------------------------------------------------
 # Validation.
 

@@ -12,6 +12,7 @@ Pure functions (usable on any model and data):
   inception    the FID Inception-v3 (pytorch-fid's) in Flax: load_weights, feature_fn
   feature_classifier   a small CNN for an offline Frechet distance on labelled data
   long_run     long_run_profile, energy_profile_figure                 (Fig. 8)
+  prior_kl     prior_kl (KL(p_alpha || N(0, I)), joint and per layer), prior_kl_scalars
   likelihood   log_normalizer_ais, log_normalizer_is, importance_weighted_log_likelihood,
                bits_per_dim
   encode       encode_split (posterior codes of a split), map_split
@@ -22,7 +23,7 @@ Drivers: `evaluators.METRICS` maps each name of `config.eval.metrics` to an eval
 """
 
 from hebm_jax.evaluation import (attack, classifier, detection, encode, fid, likelihood, log_joint,
-                                 long_run, mig, traversal)
+                                 long_run, mig, prior_kl, traversal)
 from hebm_jax.evaluation.attack import attack_layers, latent_attack
 from hebm_jax.evaluation.classifier import latent_classifier
 from hebm_jax.evaluation.detection import auprc, auroc, detection_metrics
@@ -30,6 +31,6 @@ from hebm_jax.evaluation.log_joint import anomaly_scores, log_joint as unnormali
 from hebm_jax.evaluation.mig import mig_scores
 
 __all__ = ["attack", "classifier", "detection", "encode", "fid", "likelihood", "log_joint",
-           "long_run", "mig", "traversal",
+           "long_run", "mig", "prior_kl", "traversal",
            "anomaly_scores", "attack_layers", "auprc", "auroc", "detection_metrics",
            "latent_attack", "latent_classifier", "mig_scores", "unnormalized_log_joint"]

@@ -3,7 +3,9 @@
 Per layer l, an MLP Linear(d_l, 256) -> ReLU -> Linear(256, classes) -> softmax (REFERENCE 5.1) is
 trained with cross-entropy and Adam on the posterior means of the training split, and its accuracy
 on the test split's posterior means is reported. The paper leaves optimiser and epochs open; the
-defaults (Adam 1e-3, 50 epochs, batch 256) are REFERENCE's suggestion.
+defaults (Adam 1e-3, 50 epochs, batch 256) are REFERENCE's suggestion. Given validation codes, the
+epoch is chosen on them (the parameters after the epoch of best validation accuracy, the first on
+ties), so that the test split is only ever read for the number reported.
 """
 
 from __future__ import annotations
@@ -31,12 +33,19 @@ class LatentMLP(nn.Module):
 
 
 class ClassifierResult(NamedTuple):
-  """accuracy: test accuracy in [0, 1]; train_accuracy: on the training codes; params: the MLP's;
-  losses: (epochs,) mean training cross-entropy per epoch."""
+  """accuracy: test accuracy in [0, 1] (of the selected epoch); train_accuracy: on the training
+  codes; params: the MLP's (of the selected epoch); losses: (epochs,) mean training cross-entropy
+  per epoch; val_accuracy: validation accuracy of the selected epoch (NaN without validation
+  codes); epoch: the epochs trained for the returned params (1..epochs; all of them without
+  validation codes); val_accuracies: (epochs,) validation accuracy after each epoch (empty
+  without validation codes)."""
   accuracy: float
   train_accuracy: float
   params: dict
   losses: np.ndarray
+  val_accuracy: float = float("nan")
+  epoch: int = 0
+  val_accuracies: np.ndarray = np.zeros(0, np.float32)
 
 
 @functools.partial(jax.jit, static_argnames=("module", "batch_size", "tx"))
@@ -74,7 +83,8 @@ def predict(params: dict, codes, num_classes: int, hidden: int = 256, batch_size
 
 def latent_classifier(train_codes, train_labels, test_codes, test_labels, num_classes: int,
                       key: Array, *, hidden: int = 256, epochs: int = 50, batch_size: int = 256,
-                      learning_rate: float = 1e-3) -> ClassifierResult:
+                      learning_rate: float = 1e-3, val_codes=None,
+                      val_labels=None) -> ClassifierResult:
   """Trains the Table 1 MLP on one layer's codes and returns its test accuracy.
 
   Args:
@@ -82,8 +92,11 @@ def latent_classifier(train_codes, train_labels, test_codes, test_labels, num_cl
     train_labels: (N,) int in [0, num_classes).
     test_codes: (M, d); test_labels: (M,).
     num_classes: number of classes.
-    key: PRNG key (initialisation and the per-epoch shuffles, folded by epoch).
+    key: PRNG key (initialisation and the per-epoch shuffles, folded by epoch: the first k epochs
+      of a run are those of a run of k epochs).
     hidden, epochs, batch_size, learning_rate: MLP width and Adam training schedule.
+    val_codes, val_labels: (V, d), (V,) validation codes; when given, the parameters returned (and
+      tested) are those after the epoch of best validation accuracy.
 
   Returns:
     `ClassifierResult`.
@@ -98,7 +111,17 @@ def latent_classifier(train_codes, train_labels, test_codes, test_labels, num_cl
   if len(train_labels) != len(train_codes) or len(test_labels) != len(test_codes):
     raise ValueError(f"{len(train_codes)} train codes with {len(train_labels)} labels, "
                      f"{len(test_codes)} test codes with {len(test_labels)} labels.")
-  for name, labels in (("train", train_labels), ("test", test_labels)):
+  validate = val_codes is not None
+  if validate:
+    val_codes = np.asarray(val_codes, np.float32)
+    val_labels = np.asarray(val_labels).astype(np.int32)
+    if val_codes.ndim != 2 or val_codes.shape[1] != train_codes.shape[1] or not len(val_codes):
+      raise ValueError(f"validation codes must be (V > 0, {train_codes.shape[1]}); got "
+                       f"{val_codes.shape}.")
+    if len(val_labels) != len(val_codes):
+      raise ValueError(f"{len(val_codes)} validation codes with {len(val_labels)} labels.")
+  for name, labels in (("train", train_labels), ("test", test_labels),
+                       ("validation", val_labels if validate else test_labels)):
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
       raise ValueError(f"{name} labels must lie in [0, {num_classes}); got {labels.min()}..{labels.max()}.")
   if len(train_codes) < batch_size:
@@ -110,11 +133,20 @@ def latent_classifier(train_codes, train_labels, test_codes, test_labels, num_cl
   tx = optax.adam(learning_rate)
   opt_state = tx.init(params)
   codes, labels = jnp.asarray(train_codes), jnp.asarray(train_labels)
-  losses = []
+  accuracy = lambda p, c, y: (float(np.mean(predict(p, c, num_classes, hidden) == y)) if len(y)
+                              else float("nan"))
+  losses, val_accuracies = [], []
+  best = (-1.0, 0, params)  # (validation accuracy, epoch, params)
   for epoch in range(epochs):
     params, opt_state, loss = _epoch(module, tx, params, opt_state, codes, labels,
                                      jax.random.fold_in(k_shuffle, epoch), batch_size)
     losses.append(loss)
-  accuracy = lambda c, y: float(np.mean(predict(params, c, num_classes, hidden) == y)) if len(y) else float("nan")
-  return ClassifierResult(accuracy(test_codes, test_labels), accuracy(train_codes, train_labels),
-                          params, np.asarray(jax.device_get(losses), np.float32))
+    if validate:
+      val_accuracies.append(accuracy(params, val_codes, val_labels))
+      if val_accuracies[-1] > best[0]:
+        best = (val_accuracies[-1], epoch + 1, params)
+  val_accuracy, epoch, params = best if validate else (float("nan"), epochs, params)
+  return ClassifierResult(accuracy(params, test_codes, test_labels),
+                          accuracy(params, train_codes, train_labels), params,
+                          np.asarray(jax.device_get(losses), np.float32), val_accuracy, epoch,
+                          np.asarray(val_accuracies, np.float32))

@@ -8,12 +8,13 @@ from hebm_jax.evaluation.evaluators.latent_classifier import LatentClassifier
 from hebm_jax.evaluation.evaluators.likelihood import LogLikelihood
 from hebm_jax.evaluation.evaluators.long_run import LongRunLangevin
 from hebm_jax.evaluation.evaluators.mig import MutualInformationGap
+from hebm_jax.evaluation.evaluators.prior_kl import PriorKL
 from hebm_jax.evaluation.evaluators.reconstruction import ReconstructionMSE
 
 METRICS: dict[str, type[Evaluator]] = {
     cls.name: cls for cls in (LatentClassifier, Anomaly, OutOfDistribution, MutualInformationGap,
                 LatentAttack, Traversals, ReconstructionMSE, LongRunLangevin, FID,
-                ClassifierFD, LogLikelihood)
+                ClassifierFD, LogLikelihood, PriorKL)
 }
 
 __all__ = ["METRICS", "EvalData", "EvalResult", "Evaluator"]

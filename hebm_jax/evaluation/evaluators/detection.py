@@ -1,4 +1,5 @@
-"""Table 3 (MNIST anomaly AUPRC) and Supp. Table 1 (OOD AUPRC / AUROC) from -log p(x, z)."""
+"""Table 3 (MNIST anomaly AUPRC) and Supp. Table 1 (OOD AUPRC / AUROC) from -log p(x, z) or one
+of its variants (`hebm_jax.evaluation.scores`, config.eval.score)."""
 
 from __future__ import annotations
 
@@ -8,27 +9,38 @@ import numpy as np
 
 from hebm_jax import input_pipeline
 from hebm_jax.config_validation import ConfigError
-from hebm_jax.evaluation import detection, encode, log_joint
+from hebm_jax.evaluation import detection, encode, scores
 from hebm_jax.evaluation.evaluators import base
 
 
-def split_scores(model, state, source, batch_size: int, key: jax.Array, num_samples: int,
-                 what: str, limit: int = 0) -> dict[str, np.ndarray]:
-  """`log_joint.anomaly_scores` of every example of a split, plus its 'anomaly'/'label' fields.
+def split_scores(model, state, source, batch_size: int, key: jax.Array,
+                 variants: tuple[scores.ScoreVariant, ...], what: str,
+                 limit: int = 0) -> dict[str, np.ndarray]:
+  """`scores.many_variant_scores` of every example of a split: 'score<i>' (N,) for variant i, plus
+  the split's 'anomaly'/'label' fields.
 
-  Batch b draws its z samples from fold_in(key, b), so the scores do not depend on anything but
-  the key, the checkpoint and the batch size.
+  Batch b draws its z samples from fold_in(key, b) (the same draws for every variant), so the
+  scores do not depend on anything but the key, the checkpoint and the batch size.
   """
   counter = iter(range(1 << 30))
 
   def fn(batch):
     k = jax.random.fold_in(key, next(counter))
-    out = {"score": log_joint.anomaly_scores(model, state, jnp.asarray(batch["image"]), k,
-                                             num_samples)}
+    values = scores.many_variant_scores(model, state, jnp.asarray(batch["image"]), k, variants)
+    out = {f"score{i}": values[i] for i in range(len(variants))}
     out.update({f: batch[f] for f in ("anomaly", "label") if f in batch})
     return out
 
   return encode.map_split(fn, source, batch_size, what, limit)
+
+
+def _score_settings(config) -> dict:
+  v = scores.variant_from_config(config)
+  return {"z_samples_per_image": config.eval.score_samples, "score_variant": v.label,
+          **({"refine_steps": v.refine_steps, "refine_step_size": v.refine_step_size}
+             if v.z == "refined" else {}),
+          "score": "-log p_w(x, z) = w R(x, g(z)) - f(z) - log N(z; 0, I), averaged over z "
+                   "(w = gfactor: the model's own -log p(x, z)); hebm_jax.evaluation.scores"}
 
 
 def ood_data_config(config):
@@ -41,11 +53,15 @@ def ood_data_config(config):
 
 
 def _check_samples(config) -> None:
-  base.positive_int(config, "eval.score_samples")
+  scores.check_score_config(config)
 
 
 class Anomaly(base.Evaluator):
-  """AUPRC of -log p(x, z) at telling the held-out digit from the normal test digits (MEG split)."""
+  """AUPRC of -log p(x, z) at telling the held-out digit from the normal test digits (MEG split).
+
+  The score is the variant of config.eval.score; with eval.score.variants_table, also every variant
+  of `scores.table_variants` on the same checkpoint and draws, as 'anomaly_variants/<label>/auprc'
+  (and '/auroc')."""
   name = "anomaly"
   description = "MNIST anomaly detection AUPRC (Table 3)"
 
@@ -63,21 +79,29 @@ class Anomaly(base.Evaluator):
   def settings(self) -> dict:
     return {"split": self.config.data.eval_split, "held_out_digit": self.config.data.held_out_digit,
             "protocol": self.config.data.anomaly_protocol,
-            "z_samples_per_image": self.config.eval.score_samples,
-            "score": "-mean_z log p(x, z), z ~ q(z|x)"}
+            **_score_settings(self.config),
+            **({"variants_table": [v.label for v in scores.table_variants(self.config)]}
+               if self.config.eval.score.variants_table else {})}
 
   def run(self, state, step, key, with_figures=True) -> base.EvalResult:
     split = self.config.data.eval_split
+    variants = (scores.variant_from_config(self.config),)
+    if self.config.eval.score.variants_table:
+      variants += scores.table_variants(self.config)
     out = split_scores(self.model, state, self.data.source(split), self.config.eval.batch_size,
-                       key, self.config.eval.score_samples, f"step {step}: anomaly scores {split}")
+                       key, variants, f"step {step}: anomaly scores {split}")
     labels = out["anomaly"]
-    scores = out["score"]
-    return base.EvalResult(
-        scalars={f"{self.name}/auprc": detection.auprc(labels, scores),
-                 f"{self.name}/auroc": detection.auroc(labels, scores)},
+    values = out["score0"]
+    result = base.EvalResult(
+        scalars={f"{self.name}/auprc": detection.auprc(labels, values),
+                 f"{self.name}/auroc": detection.auroc(labels, values)},
         details={"num_normal": int(np.sum(labels == 0)), "num_anomalous": int(np.sum(labels == 1)),
-                 "mean_score_normal": float(np.mean(scores[labels == 0])),
-                 "mean_score_anomalous": float(np.mean(scores[labels == 1]))})
+                 "mean_score_normal": float(np.mean(values[labels == 0])),
+                 "mean_score_anomalous": float(np.mean(values[labels == 1]))})
+    for i, v in enumerate(variants[1:], start=1):
+      for metric, fn in (("auprc", detection.auprc), ("auroc", detection.auroc)):
+        result.scalars[f"{self.name}_variants/{v.label}/{metric}"] = fn(labels, out[f"score{i}"])
+    return result
 
 
 class OutOfDistribution(base.Evaluator):
@@ -115,19 +139,18 @@ class OutOfDistribution(base.Evaluator):
     ood = self.config.eval.ood
     return {"in_distribution": f"{self.config.data.name} {self.config.data.eval_split}",
             "out_of_distribution": f"{ood.dataset} {ood.split}", "num_examples": ood.num_examples,
-            "positive_class": "out-of-distribution",
-            "z_samples_per_image": self.config.eval.score_samples}
+            "positive_class": "out-of-distribution", **_score_settings(self.config)}
 
   def run(self, state, step, key, with_figures=True) -> base.EvalResult:
     ood, bs = self.config.eval.ood, self.config.eval.batch_size
     k_in, k_out = jax.random.split(key)
     split = self.config.data.eval_split
-    s_in = split_scores(self.model, state, self.data.source(split), bs, k_in,
-                        self.config.eval.score_samples, f"step {step}: scores {split}",
-                        ood.num_examples)["score"]
+    variants = (scores.variant_from_config(self.config),)
+    s_in = split_scores(self.model, state, self.data.source(split), bs, k_in, variants,
+                        f"step {step}: scores {split}", ood.num_examples)["score0"]
     s_out = split_scores(self.model, state, self.data.source(ood.split, ood.dataset), bs, k_out,
-                         self.config.eval.score_samples,
-                         f"step {step}: scores {ood.dataset} {ood.split}", ood.num_examples)["score"]
+                         variants, f"step {step}: scores {ood.dataset} {ood.split}",
+                         ood.num_examples)["score0"]
     metrics = detection.detection_metrics(s_in, s_out)
     return base.EvalResult(
         scalars={f"{self.name}/{k}": v for k, v in metrics.items()},

@@ -5,13 +5,55 @@ from __future__ import annotations
 import jax
 from absl import logging
 
+from hebm_jax import input_pipeline
+from hebm_jax.config_validation import ConfigError
+from hebm_jax.data import datasets
 from hebm_jax.evaluation import classifier
 from hebm_jax.evaluation.evaluators import base
 
 
+def classifier_splits(config) -> tuple[str, str]:
+  """(training split, validation split or '') of the latent classifier."""
+  c = config.eval.classifier
+  return c.get("train_split", "") or config.data.train_split, c.get("validation_split", "")
+
+
+def check_splits(config) -> None:
+  """Raises `ConfigError` if a classifier split does not parse, is not a split of the dataset, or
+  may share examples with the eval (test) split, or the training split with the validation split
+  (`datasets.splits_overlap`)."""
+  train, val = classifier_splits(config)
+  test = config.data.eval_split
+  spec = input_pipeline.DATASETS[config.data.name]
+  fields = {"eval.classifier.train_split" if config.eval.classifier.get("train_split", "")
+            else "data.train_split": train}
+  if val:
+    fields["eval.classifier.validation_split"] = val
+  for field, value in fields.items():
+    base.require(isinstance(value, str), field, f"must be a split string, got {value!r}.")
+    try:
+      parts = datasets.parse_split(value)
+    except ValueError as e:
+      raise ConfigError(f"config.{field}: {e}") from None
+    for part in parts:
+      base.require(part.base in spec.splits, field,
+                   f"dataset {config.data.name!r} has no split {part.base!r} (in {value!r}); its "
+                   f"splits are {spec.splits}.")
+  for field, value in fields.items():
+    base.require(not datasets.splits_overlap(value, test), field,
+                 f"{value!r} may share examples with the test split data.eval_split={test!r}; the "
+                 "classifier must not see test data (slice both in the same unit, examples or "
+                 "percent, to make them comparable).")
+  if val:
+    base.require(not datasets.splits_overlap(train, val), "eval.classifier.validation_split",
+                 f"{val!r} may share examples with the classifier's training split {train!r}.")
+
+
 class LatentClassifier(base.Evaluator):
-  """Per layer l: `classifier.latent_classifier` trained on data.train_split's posterior means
-  (first eval.classifier.num_train examples; 0: all), tested on data.eval_split's."""
+  """Per layer l: `classifier.latent_classifier` trained on eval.classifier.train_split's
+  (data.train_split's if empty) posterior means (first eval.classifier.num_train examples; 0: all),
+  tested on data.eval_split's: 'latent_classifier/zK'. With eval.classifier.validation_split, the
+  epoch is chosen on that split's accuracy, reported as 'latent_classifier_val/zK'."""
   name = "latent_classifier"
   description = "per-layer latent classifier accuracy (Table 1)"
 
@@ -27,31 +69,49 @@ class LatentClassifier(base.Evaluator):
                  f"must be positive, got {c.learning_rate!r}.")
     base.require(isinstance(c.num_train, int) and c.num_train >= 0, "eval.classifier.num_train",
                  f"must be a non-negative integer (0: all), got {c.num_train!r}.")
+    check_splits(config)
 
   def __init__(self, config, model, data):
     super().__init__(config, model, data)
-    data.source(config.data.train_split)
+    for split in classifier_splits(config):
+      if split:
+        data.source(split)
     data.source(config.data.eval_split)
 
   def settings(self) -> dict:
     c = self.config.eval.classifier
-    return {"train_split": self.config.data.train_split, "test_split": self.config.data.eval_split,
-            "input": "posterior means", **c.to_dict()}
+    train, val = classifier_splits(self.config)
+    return {**c.to_dict(), "train_split": train, "validation_split": val,
+            "test_split": self.config.data.eval_split, "input": "posterior means",
+            "epoch_selection": "best validation accuracy" if val else "last epoch"}
 
   def run(self, state, step, key, with_figures=True) -> base.EvalResult:
     c = self.config.eval.classifier
-    train = self.data.codes(state, step, self.config.data.train_split, c.num_train)
+    train_split, val_split = classifier_splits(self.config)
+    train = self.data.codes(state, step, train_split, c.num_train)
+    val = self.data.codes(state, step, val_split) if val_split else None
     test = self.data.codes(state, step, self.config.data.eval_split)
     num_classes = base.dataset_labels(self.config)
     result = base.EvalResult(details={"num_train": len(train), "num_test": len(test),
                                       "train_accuracy": {}})
+    if val is not None:
+      result.details.update({"num_validation": len(val), "selected_epoch": {}})
     for l, (tr, te) in enumerate(zip(train.means, test.means)):
       out = classifier.latent_classifier(
           tr, train.labels, te, test.labels, num_classes, jax.random.fold_in(key, l),
-          hidden=c.hidden, epochs=c.epochs, batch_size=c.batch_size, learning_rate=c.learning_rate)
+          hidden=c.hidden, epochs=c.epochs, batch_size=c.batch_size, learning_rate=c.learning_rate,
+          val_codes=None if val is None else val.means[l],
+          val_labels=None if val is None else val.labels)
       name = f"z{l + 1}"
       result.scalars[f"{self.name}/{name}"] = out.accuracy
       result.details["train_accuracy"][name] = out.train_accuracy
-      logging.info("step %d: latent classifier on %s: test accuracy %.4f (train %.4f)", step, name,
-                   out.accuracy, out.train_accuracy)
+      if val is not None:
+        result.scalars[f"{self.name}_val/{name}"] = out.val_accuracy
+        result.details["selected_epoch"][name] = out.epoch
+        logging.info("step %d: latent classifier on %s: validation accuracy %.4f at epoch %d, "
+                     "its test accuracy %.4f", step, name, out.val_accuracy, out.epoch,
+                     out.accuracy)
+      else:
+        logging.info("step %d: latent classifier on %s: test accuracy %.4f (train %.4f)", step,
+                     name, out.accuracy, out.train_accuracy)
     return result

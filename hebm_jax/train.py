@@ -23,6 +23,8 @@ from absl import logging
 from hebm_jax import (checkpointing, compile_cache, device_prefetch, divergence,
                       input_pipeline, preemption, xla_options)
 from hebm_jax.config_validation import validate_config
+from hebm_jax.evaluation import prior_kl
+from hebm_jax.evaluation.evaluators import prior_kl as prior_kl_settings
 from hebm_jax.train_images import image_summaries, write_images
 from hebm_jax.train_state import (
     HEBM, TrainState, create_model, create_train_state, init_params, init_variables, lr_schedule,
@@ -57,6 +59,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
       allows); the newest checkpoint on disk is the last good state.
   """
   validate_config(config, jax.device_count())
+  prior_kl_settings.check_settings(config)  # every training eval logs prior_kl
   run = _Run(config, workdir, _load_data(config))
   restored_step = run.restore()
   run.open_writer(write_hparams=restored_step is None)
@@ -99,6 +102,7 @@ class _Run:
     self.model = self._make_model()
     root = jax.random.PRNGKey(config.seed)
     init_key, self.base_train_key, self.image_key = (jax.random.fold_in(root, i) for i in range(3))
+    self.prior_kl_key = jax.random.fold_in(root, 3)
     self.train_key = self._train_key()
     self.manager = checkpointing.make_manager(workdir, config.checkpoint.max_to_keep)
     image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
@@ -227,9 +231,13 @@ class _Run:
     if step % c.eval.every_steps == 0 or is_last:
       with self.report.timed("eval"):
         result = evaluate(self.model, self.p_eval_step, self.state, self.data.eval, c)
+        # Whether the EBM has moved away from N(0, I) at all, at a glance (issue: a prior that
+        # stays at 0.1 nats cannot change what the latents encode).
+        result.update(prior_kl.prior_kl_scalars(
+            self.model, self.state, jax.random.fold_in(self.prior_kl_key, step), c))
       self.writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
-      logging.info("eval at step %d | mse %.5f | rec %.3f | kl %.3f", step, result["mse"],
-                   result["rec_loss"], result["kl"])
+      logging.info("eval at step %d | mse %.5f | rec %.3f | kl %.3f | prior kl %.3f", step,
+                   result["mse"], result["rec_loss"], result["kl"], result["prior_kl"])
 
   def _check_pending(self) -> None:
     """Raises `DivergenceError` if a step not yet checked diverged; moves the rest to the window."""

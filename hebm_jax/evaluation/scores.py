@@ -217,7 +217,7 @@ def model_log_joint_fn(model, state, images: Array,
                        recon_weight: float) -> Callable[[list[Array]], Array]:
   """zs -> (B,) log p_w(x, z) of `images` under a trained model (eval mode, spectral-norm state
   fixed): `weighted_log_joint` with the generator's output and f."""
-  from hebm_jax.train import network_variables  # pylint: disable=g-import-not-at-top
+  from hebm_jax.train_state import network_variables  # pylint: disable=g-import-not-at-top
 
   gen_vars = network_variables(state, "generator")
 
@@ -234,7 +234,7 @@ def model_log_joint_fn(model, state, images: Array,
 def many_variant_scores(model, state, images: Array, key: Array,
                         variants: tuple[ScoreVariant, ...]) -> Array:
   """Scores of several variants on one batch, one encoder pass and the same draws: (V, B)."""
-  from hebm_jax.train import network_variables  # pylint: disable=g-import-not-at-top
+  from hebm_jax.train_state import network_variables  # pylint: disable=g-import-not-at-top
 
   means, logvars = model.encoder.apply(network_variables(state, "encoder"), images)
   fns = {}

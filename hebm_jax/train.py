@@ -25,8 +25,8 @@ from absl import logging
 from flax import struct
 
 from hebm_jax import (checkpointing, compile_cache, device_prefetch, divergence, fileio,
-                      input_pipeline, models, objectives, preemption, sampler, visualization,
-                      xla_options)
+                      input_pipeline, models, objectives, preemption, progress, sampler,
+                      summary_writer, visualization, xla_options)
 from hebm_jax.config_validation import validate_config
 
 Array = jax.Array
@@ -558,20 +558,6 @@ def _write_images(writer, workdir: str, step: int, images: dict) -> None:
   writer.write_images(step, {k: v[None] for k, v in grids.items()})
 
 
-def hide_accelerators_from_tensorflow() -> None:
-  """Keeps TensorFlow (used only by clu's writers and tfds) off GPUs and TPUs, which JAX owns.
-
-  Must run before TensorFlow touches a device; later calls log a warning and change nothing.
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  try:
-    for kind in ("GPU", "TPU"):
-      if tf.config.list_physical_devices(kind):
-        tf.config.set_visible_devices([], kind)
-  except RuntimeError as e:  # TensorFlow already initialised its devices.
-    logging.warning("Could not hide accelerators from TensorFlow: %s", e)
-
-
 def _run_state_path(workdir: str) -> str:
   return os.path.join(workdir, "run_state.json")
 
@@ -618,7 +604,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   """
   validate_config(config, jax.device_count())
   # The data first: a missing dataset or a batch larger than its split is reported before
-  # TensorFlow is imported and before anything is created in the workdir.
+  # anything is created in the workdir.
   train_source = input_pipeline.load_split(config.data, config.data.train_split)
   eval_source = input_pipeline.load_split(config.data, config.data.eval_split)
   for source in (train_source, eval_source):
@@ -627,10 +613,9 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   input_pipeline.steps_per_epoch(len(eval_source), config.eval.batch_size, "eval.batch_size")
   steps_per_epoch = config.optim.steps_per_epoch or steps_per_epoch
 
-  # clu's writers import TensorFlow; keep that cost out of `import hebm_jax.train`.
-  hide_accelerators_from_tensorflow()
-  from clu import metric_writers, periodic_actions  # pylint: disable=g-import-not-at-top
   checkpointing.ensure_workdir(workdir)
+  if jax.process_index() == 0:
+    summary_writer.check_writable(workdir)  # before any compilation
   compile_cache.use(config.train.get("compilation_cache", ""), workdir)
 
   run_state = load_run_state(workdir)
@@ -656,8 +641,8 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   state = jax.device_put(jax.device_get(state), checkpointing.local_replicated_sharding())
 
   # TensorBoard only: the console gets one progress line per log interval, written below.
-  writer = (metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))
-            if jax.process_index() == 0 else metric_writers.MultiWriter([]))
+  writer = (summary_writer.AsyncWriter(summary_writer.SummaryWriter(workdir))
+            if jax.process_index() == 0 else summary_writer.NoOpWriter())
   if restored_step is None:
     writer.write_hparams(_flatten(checkpointing.config_to_dict(config)))
   per_call = config.train.get("steps_per_dispatch", 1)
@@ -671,7 +656,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
 
   num_steps = config.train.num_steps
   step = int(jax.device_get(state.step))
-  report = periodic_actions.ReportProgress(num_train_steps=num_steps, writer=writer)
+  report = progress.ReportProgress(num_train_steps=num_steps, writer=writer)
   logging.info("Training %s from step %d to %d on %d device(s), %d process(es), %d steps/epoch.",
                config.data.name, step, num_steps, jax.device_count(), jax.process_count(),
                steps_per_epoch)
@@ -774,7 +759,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     # without letting a second error from the checkpoint writer replace the first.
     device_batches.close()
     host_batches.close()
-    writer.flush()
+    writer.close()
     try:
       manager.wait_until_finished()
       manager.close()
@@ -783,7 +768,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
     raise
   device_batches.close()
   host_batches.close()
-  writer.flush()
+  writer.close()
   manager.wait_until_finished()
   manager.close()
   return state

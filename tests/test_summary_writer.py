@@ -84,11 +84,25 @@ def test_download_without_tensorflow_names_the_prepare_extra(monkeypatch):
     sources.require_tensorflow_to_prepare("mnist")
 
 
-# Makes `import tensorflow` fail (and `importlib.util.find_spec` report it absent) in every
-# Python process that has this directory on its path, including main.py's re-exec.
+# TensorFlow as if it were not installed, in every Python process that has this directory on its
+# path (main.py's re-exec included): the path finder no longer finds it, so `import tensorflow`
+# raises ModuleNotFoundError and `importlib.util.find_spec` returns None. (A None entry in
+# sys.modules would also stop the import, but tfds reads "'tensorflow' in sys.modules" as loaded.)
 _NO_TENSORFLOW = textwrap.dedent("""\
+    import importlib.machinery
     import sys
-    sys.modules["tensorflow"] = None
+
+
+    class _PathFinderWithoutTensorFlow(importlib.machinery.PathFinder):
+      @classmethod
+      def find_spec(cls, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+          return None
+        return super().find_spec(name, path, target)
+
+
+    sys.meta_path[:] = [_PathFinderWithoutTensorFlow if f is importlib.machinery.PathFinder else f
+                        for f in sys.meta_path]
     """)
 
 
@@ -98,9 +112,10 @@ def test_main_trains_and_writes_events_when_tensorflow_cannot_be_imported(tmp_pa
   blocker.mkdir()
   (blocker / "sitecustomize.py").write_text(_NO_TENSORFLOW)
   env = dict(os.environ, PYTHONPATH=f"{blocker}{os.pathsep}{REPO}")
-  probe = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env, cwd=REPO,
-                         capture_output=True, text=True)
-  assert probe.returncode != 0 and "ModuleNotFoundError" in probe.stderr
+  probe = subprocess.run(
+      [sys.executable, "-c", "import importlib.util; assert importlib.util.find_spec('tensorflow') "
+       "is None; import tensorflow"], env=env, cwd=REPO, capture_output=True, text=True)
+  assert "ModuleNotFoundError: No module named 'tensorflow'" in probe.stderr, probe.stderr
   workdir = tmp_path / "run"
   # tiny_digits_config's model, sampler and batch sizes, so that the programs compiled by other
   # tests of this process load from the shared compilation cache.

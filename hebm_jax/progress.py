@@ -1,9 +1,9 @@
 """Progress reports of the training loop: clu.periodic_actions.ReportProgress without TensorFlow.
 
 clu's `periodic_actions` imports its `metric_writers`, which import TensorFlow. This keeps what
-the training loop used of it: every `every_secs` (and at the last step) a log line with steps/s,
-percent done, ETA and the share of time in `timed` parts, and the TensorBoard scalars
-`steps_per_sec` and `uptime` (the tags clu wrote).
+the training loop used of it: every `every_secs` (and at the last step) the TensorBoard scalars
+`steps_per_sec` and `uptime` (the tags clu wrote), and a debug log line with steps/s, percent
+done, ETA and the share of time in `timed` parts.
 """
 
 from __future__ import annotations
@@ -59,7 +59,9 @@ class ReportProgress:
       total = time.monotonic() - self._t0
       message += " ({} : {})".format(_format_secs(total), ", ".join(
           f"{100 * dt / total:.1f}% {name}" for name, dt in sorted(self._time_per_part.items())))
-    logging.info("Progress: %s", message)
+    # Debug level: the console already gets the training loop's own line per log interval (clu's
+    # note went to a log the console filter dropped).
+    logging.debug("Progress: %s", message)
     if self._writer is not None:
       self._writer.write_scalars(step, {"steps_per_sec": steps_per_sec,
                                         "uptime": time.monotonic() - self._t0})

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hebm_jax import summary_writer
+from hebm_jax import progress, summary_writer
 from hebm_jax.data import sources
 from hebm_jax.errors import ConfigError, LogDirError
 from tests.conftest import compilation_cache_of_this_process
@@ -76,6 +76,22 @@ def test_an_async_writer_raises_a_background_error_at_flush(tmp_path):
   with pytest.raises(ValueError, match=r"image summary 'bad'"):
     writer.flush()
   writer.close()
+
+
+def test_progress_reports_steps_per_sec_after_every_secs_and_at_the_last_step():
+  class Recorder(summary_writer.NoOpWriter):
+    def __init__(self):
+      self.scalars = []
+
+    def write_scalars(self, step, scalars):
+      self.scalars.append((step, round(scalars["steps_per_sec"], 6), "uptime" in scalars))
+
+  recorder = Recorder()
+  report = progress.ReportProgress(num_train_steps=10, writer=recorder, every_secs=60.0)
+  # (step, time): the first call starts the clock; 61 s later at step 4; the last step 10.
+  calls = [(1, 0.0), (2, 30.0), (4, 61.0), (6, 100.0), (10, 110.0)]
+  assert [report(step, t) for step, t in calls] == [False, False, True, False, True]
+  assert recorder.scalars == [(4, round(3 / 61, 6), True), (10, round(6 / 49, 6), True)]
 
 
 def test_download_without_tensorflow_names_the_prepare_extra(monkeypatch):

@@ -12,8 +12,9 @@ Modes:
 import os
 import sys
 
-# TensorFlow (imported only by clu's TensorBoard writer) prints C++ INFO lines at import otherwise;
-# its oneDNN kernels are never used here.
+# C++ INFO lines of XLA's logging (and of TensorFlow, imported only by tfds' download_and_prepare
+# where the `prepare` extra installs it) stay off the console; TensorFlow's oneDNN kernels are never
+# used here.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 

@@ -4,7 +4,8 @@ Reimplements Cui, Wu & Han, "Learning Hierarchical Features with Joint Latent Sp
 Prior", ICCV 2023. Modules:
   models          EnergyPrior and the encoder/generator families (FAMILIES, build_models)
   sampler         langevin, langevin_with_state, langevin_trace, mala_with_state, sample_prior,
-                  sample_prior_mala, sample_joint_prior, hierarchical_sampling
+                  sample_prior_mala, sample_joint_prior, hierarchical_sampling, prior_log_density
+                  (the prior's log density as a pure function of z, e.g. for blackjax)
   objectives      the reference's losses (single-sample KL, reconstruction, EBM contrastive loss)
   input_pipeline  the paper's datasets through tfds + grain (load_split, train_iterator)
   train_state     TrainState, the model description (HEBM), optimisers and schedules
@@ -19,11 +20,11 @@ Prior", ICCV 2023. Modules:
 
 from hebm_jax import models, objectives, sampler
 from hebm_jax.models import EnergyPrior, HierarchicalEncoder, HierarchicalGenerator
-from hebm_jax.sampler import (hierarchical_sampling, langevin, langevin_with_state, sample_joint_prior,
-                              sample_prior)
+from hebm_jax.sampler import (hierarchical_sampling, langevin, langevin_with_state,
+                              prior_log_density, sample_joint_prior, sample_prior)
 
 __version__ = "0.1.0"
 
 __all__ = ["models", "objectives", "sampler", "EnergyPrior", "HierarchicalEncoder",
            "HierarchicalGenerator", "hierarchical_sampling", "langevin", "langevin_with_state",
-           "sample_joint_prior", "sample_prior"]
+           "prior_log_density", "sample_joint_prior", "sample_prior"]

@@ -300,6 +300,30 @@ def prior_log_prob_fn(prior, params: Any, update_stats: bool = True):
   return fn
 
 
+def prior_log_density(prior, params: Any, sn_state: Any) -> Callable[[Array], Array]:
+  """The joint-EBM prior's unnormalised log density as a pure function of z, for any MCMC library.
+
+  log p(z) = f_alpha(z) - ||z||^2 / 2 (+ const), f_alpha evaluated with the spectral-norm state
+  fixed (`update_stats=False`), so the target does not change between calls: what a Metropolis
+  ratio, a blackjax kernel or an SMC sampler needs.
+
+  Args:
+    prior: an `EnergyPrior`, or None for the Gaussian prior N(0, I).
+    params, sn_state: its parameters and spectral-norm state (`state.params['prior']`,
+      `state.sn_state`).
+
+  Returns:
+    logdensity(z (..., D)) -> (...): one position (D,) gives a scalar, as blackjax's kernels take.
+
+  Example:
+    >>> logdensity = prior_log_density(model.prior, state.params["prior"], state.sn_state)
+    >>> mala = blackjax.mala(logdensity, step_size=0.5 * s ** 2)  # our MALA's step s
+  """
+  def logdensity(z: Array) -> Array:
+    return energy(prior, params, sn_state, z, update_stats=False)[0] - 0.5 * jnp.sum(z ** 2, -1)
+  return logdensity
+
+
 def energy(prior, params: Any, sn_state: Any, z: Array, update_stats: bool = True):
   """f_alpha(z): (B, D) -> ((B,), new spectral-norm state). Zero for the Gaussian prior (None)."""
   if prior is None:

@@ -21,7 +21,7 @@ import numpy as np
 from absl import logging
 
 from hebm_jax import (checkpointing, compile_cache, device_prefetch, divergence,
-                      input_pipeline, preemption, xla_options)
+                      input_pipeline, preemption, progress, summary_writer, xla_options)
 from hebm_jax.config_validation import validate_config
 from hebm_jax.evaluation import prior_kl
 from hebm_jax.evaluation.evaluators import prior_kl as prior_kl_settings
@@ -39,7 +39,7 @@ load_run_state = divergence.load_run_state
 __all__ = [
     "AXIS", "DivergenceError", "HEBM", "StepDraws", "TrainState", "create_model",
     "create_train_state", "dispatch_size", "draw_step_randomness", "eval_step", "evaluate",
-    "hide_accelerators_from_tensorflow", "image_summaries", "init_params", "init_variables",
+    "image_summaries", "init_params", "init_variables",
     "load_run_state", "lr_schedule", "make_optimizers", "make_p_eval_step", "make_p_train_step",
     "network_variables", "shard_batch", "stack_batches", "state_from_params", "train_and_evaluate",
     "train_step", "train_step_from_draws", "train_steps",
@@ -94,9 +94,9 @@ class _Run:
   def __init__(self, config, workdir: str, data: _Data):
     """Set-up: the workdir, the model at this run's learning rates, the keys, the initial state."""
     self.config, self.workdir, self.data = config, workdir, data
-    # clu's writers import TensorFlow; keep that cost out of `import hebm_jax.train`.
-    hide_accelerators_from_tensorflow()
     checkpointing.ensure_workdir(workdir)
+    if jax.process_index() == 0:
+      summary_writer.check_writable(workdir)  # before any compilation
     compile_cache.use(config.train.get("compilation_cache", ""), workdir)
     self.run_state = divergence.load_run_state(workdir)
     self.model = self._make_model()
@@ -134,9 +134,8 @@ class _Run:
 
   def open_writer(self, write_hparams: bool) -> None:
     """TensorBoard only: the console gets one progress line per log interval (`_log`)."""
-    from clu import metric_writers  # pylint: disable=g-import-not-at-top
-    self.writer = (metric_writers.AsyncWriter(metric_writers.SummaryWriter(self.workdir))
-                   if jax.process_index() == 0 else metric_writers.MultiWriter([]))
+    self.writer = (summary_writer.AsyncWriter(summary_writer.SummaryWriter(self.workdir))
+                   if jax.process_index() == 0 else summary_writer.NoOpWriter())
     if write_hparams:
       self.writer.write_hparams(_flatten(checkpointing.config_to_dict(self.config)))
 
@@ -160,10 +159,8 @@ class _Run:
 
   def train(self) -> None:
     """The step loop up to `train.num_steps`, then shutdown (also when it raises)."""
-    from clu import periodic_actions  # pylint: disable=g-import-not-at-top
     c = self.config
-    self.report = periodic_actions.ReportProgress(num_train_steps=c.train.num_steps,
-                                                  writer=self.writer)
+    self.report = progress.ReportProgress(num_train_steps=c.train.num_steps, writer=self.writer)
     logging.info("Training %s from step %d to %d on %d device(s), %d process(es), %d steps/epoch.",
                  c.data.name, self.step, c.train.num_steps, jax.device_count(),
                  jax.process_count(), self.data.steps_per_epoch)
@@ -292,7 +289,7 @@ class _Run:
     """Stops the input threads and workers, flushes the writer, finishes pending checkpoints."""
     self.device_batches.close()
     self.host_batches.close()
-    self.writer.flush()
+    self.writer.close()
     try:
       self.manager.wait_until_finished()
       self.manager.close()
@@ -302,20 +299,6 @@ class _Run:
       # Already unwinding (a divergence, an interrupt, a failed save): a second error from the
       # checkpoint writer must not replace the first.
       logging.warning("While stopping, the checkpoint writer also failed: %s", e)
-
-
-def hide_accelerators_from_tensorflow() -> None:
-  """Keeps TensorFlow (used only by clu's writers and tfds) off GPUs and TPUs, which JAX owns.
-
-  Must run before TensorFlow touches a device; later calls log a warning and change nothing.
-  """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  try:
-    for kind in ("GPU", "TPU"):
-      if tf.config.list_physical_devices(kind):
-        tf.config.set_visible_devices([], kind)
-  except RuntimeError as e:  # TensorFlow already initialised its devices.
-    logging.warning("Could not hide accelerators from TensorFlow: %s", e)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -22,6 +22,7 @@ antialiases when shrinking (as torchvision's `Resize` on PIL images), in uint8.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import io
 import os
 import socket
@@ -414,6 +415,22 @@ def _no_download_reason(download: bool) -> str:
           "access, tfds then prepares it in place)")
 
 
+PREPARE_EXTRA = 'pip install -e ".[prepare]"'
+
+
+def require_tensorflow_to_prepare(tfds_name: str) -> None:
+  """tfds' download_and_prepare needs TensorFlow, which only the `prepare` extra installs.
+
+  Raises:
+    ConfigError: naming config.data.download and the extra, when TensorFlow is not installed.
+  """
+  if importlib.util.find_spec("tensorflow") is None:
+    raise ConfigError(
+        f"config.data.download=True: preparing tfds dataset {tfds_name!r} needs TensorFlow, "
+        f"which is not installed; install it with {PREPARE_EXTRA} (training itself does not "
+        "need it).")
+
+
 def prepare_tfds(tfds_name: str, root: str) -> None:
   """tfds' own download-and-prepare of `tfds_name` into data_dir `root`, as array_record."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -435,8 +452,9 @@ def _missing_data_error(name: str, tfds_name: str, split: str, root: str, explic
     return FileNotFoundError(
         f"config.data.name={name!r}: tfds dataset {tfds_name!r} is not prepared in {where}: "
         f"nothing under {os.path.join(root, tfds_name)}; {_no_download_reason(download)}. On a "
-        "machine with internet access and tensorflow installed, prepare it in the array_record "
-        f"format that tfds.data_source reads:\n  {cmd}\nthen copy that data_dir here if needed "
+        f"machine with internet access and TensorFlow installed ({PREPARE_EXTRA}), prepare it "
+        f"in the array_record format that tfds.data_source reads:\n  {cmd}\nthen copy that "
+        "data_dir here if needed "
         "and set config.data.data_dir to it."), False
   folders = ", ".join(folder for folder, _ in copies)
   if not readable:
@@ -444,7 +462,8 @@ def _missing_data_error(name: str, tfds_name: str, split: str, root: str, explic
         f"config.data.name={name!r}: tfds dataset {tfds_name!r} in {folders} was prepared as "
         f"{copies[0][1].upper()}, which tfds.data_source cannot read (random access needs the "
         "array_record format). Prepare it again as array_record, into another data_dir or after "
-        f"deleting {folders}, on a machine with internet access and tensorflow installed:\n"
+        f"deleting {folders}, on a machine with internet access and TensorFlow installed "
+        f"({PREPARE_EXTRA}):\n"
         f"  {cmd}\nand set config.data.data_dir to that data_dir."), False
   message = str(error).strip().splitlines()[0] if str(error).strip() else ""
   return FileNotFoundError(
@@ -468,13 +487,15 @@ def open_tfds(spec: DatasetSpec, split: str, data_dir: str, download: bool = Fal
   explicit_dir = bool(data_dir)
   root = os.path.expanduser(data_dir) if explicit_dir else tfds.core.constants.get_default_data_dir()
   missing = (explicit_dir and not fileio.is_dir(root)) or not _prepared_copies(root, spec.tfds_name)
+  if missing and download:
+    require_tensorflow_to_prepare(spec.tfds_name)
   if missing and download and network_available():
     prepare_tfds(spec.tfds_name, root)
   elif explicit_dir and not fileio.is_dir(root):
     raise FileNotFoundError(
         f"config.data.data_dir={data_dir!r} does not exist or is not a directory (looking for "
         f"tfds dataset {spec.tfds_name!r} of config.data.name={spec.name!r}). Prepare the dataset "
-        "on a machine with internet access and tensorflow installed:\n  "
+        f"on a machine with internet access and TensorFlow installed ({PREPARE_EXTRA}):\n  "
         f"{_prepare_command(spec.tfds_name, root)}\nand point config.data.data_dir at that "
         f"data_dir ({_no_download_reason(download)}).")
   try:

@@ -19,7 +19,8 @@ import time
 import jax
 from absl import logging
 
-from hebm_jax import checkpointing, compile_cache, fileio, summary, train_state, visualization
+from hebm_jax import (checkpointing, compile_cache, fileio, summary, summary_writer, train_state,
+                      visualization)
 from hebm_jax.config_validation import ConfigError
 from hebm_jax.evaluation import checkpoints
 from hebm_jax.evaluation import results as results_lib
@@ -96,11 +97,10 @@ def run_evaluation(config, workdir: str) -> dict:
   # After every check, so that a refused evaluation leaves the workdir as it was.
   compile_cache.use(config.train.get("compilation_cache", ""), workdir)
 
-  from clu import metric_writers  # pylint: disable=g-import-not-at-top
   from hebm_jax.evaluation import paper  # pylint: disable=g-import-not-at-top
   eval_dir = os.path.join(workdir, "eval")
   is_main = jax.process_index() == 0
-  writer = metric_writers.SummaryWriter(eval_dir) if is_main else metric_writers.MultiWriter([])
+  writer = summary_writer.SummaryWriter(eval_dir) if is_main else summary_writer.NoOpWriter()
   base_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), _EVAL_STREAM)
   per_step, details, figures, timings = {}, {}, [], {}
   logging.info("Evaluating %s at step(s) %s: %s.", workdir, steps,
@@ -124,7 +124,7 @@ def run_evaluation(config, workdir: str) -> dict:
           writer.write_images(step, {f"eval/{name}": image[None]})
           figures.append(path)
     writer.write_scalars(step, {f"eval/{k}": v for k, v in per_step[step].items()})
-  writer.flush()
+  writer.close()
   manager.close()
 
   mean, std = results_lib.aggregate(per_step)

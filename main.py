@@ -57,12 +57,13 @@ def main(argv):
   from hebm_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from hebm_jax.config_validation import ConfigError  # pylint: disable=g-import-not-at-top
   from hebm_jax.evaluation.driver import EvaluationError  # pylint: disable=g-import-not-at-top
+  from hebm_jax.workdir_lock import WorkdirLockError  # pylint: disable=g-import-not-at-top
 
   # Errors a user causes (config values, workdir contents, missing data) are one message, not a
   # traceback; they are raised before anything in the workdir is changed.
   cli.run_reporting_user_errors(_run, (ConfigError, EvaluationError,
                                        checkpointing.IncompatibleCheckpointError,
-                                       FileNotFoundError))
+                                       FileNotFoundError, WorkdirLockError))
 
 
 def _run() -> None:

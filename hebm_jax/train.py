@@ -27,6 +27,7 @@ from flax import struct
 from hebm_jax import (checkpointing, compile_cache, device_prefetch, divergence, fileio,
                       input_pipeline, models, objectives, preemption, sampler, visualization,
                       xla_options)
+from hebm_jax import workdir_lock
 from hebm_jax.config_validation import validate_config
 
 Array = jax.Array
@@ -631,6 +632,8 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   hide_accelerators_from_tensorflow()
   from clu import metric_writers, periodic_actions  # pylint: disable=g-import-not-at-top
   checkpointing.ensure_workdir(workdir)
+  # One training writer per workdir: a second trainer stops here, having written nothing.
+  lock = workdir_lock.acquire(workdir, config)
   compile_cache.use(config.train.get("compilation_cache", ""), workdir)
 
   run_state = load_run_state(workdir)
@@ -780,12 +783,14 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
       manager.close()
     except Exception as e:  # pylint: disable=broad-except
       logging.warning("While stopping, the checkpoint writer also failed: %s", e)
+    lock.release()
     raise
   device_batches.close()
   host_batches.close()
   writer.flush()
   manager.wait_until_finished()
   manager.close()
+  lock.release()
   return state
 
 

@@ -132,12 +132,12 @@ def test_refused_trainer_writes_nothing_before_any_compile(tmp_path, monkeypatch
   lock = workdir_lock.FileLock(str(tmp_path))
   lock.acquire()
   before = _snapshot(tmp_path)
-  compiled = []
-  monkeypatch.setattr(jax, "jit", lambda *a, **k: compiled.append(a))
+  built = []  # the model is built (and then compiled) only after the lock is taken
+  monkeypatch.setattr(train, "create_model", lambda *a, **k: built.append(a))
   try:
     with pytest.raises(workdir_lock.WorkdirLockError, match=f"pid {os.getpid()}"):
       train.train_and_evaluate(config, str(tmp_path))
-    assert _snapshot(tmp_path) == before and not compiled
+    assert _snapshot(tmp_path) == before and not built
   finally:
     lock.release()
 
@@ -217,14 +217,43 @@ def test_a_lease_expires_and_a_new_run_takes_over_on_a_simulated_bucket(caplog):
 
 def test_two_runs_taking_a_free_lease_at_once_one_wins():
   clock, bucket = _Clock(), _Bucket()
-  other = workdir_lock.Lease(bucket, 300, clock=clock, sleep=clock.sleep, heartbeat=False)
 
   def sleep_while_the_other_writes(seconds):
+    # The other run also found no lease, and wrote its own after this one's.
+    bucket.write(json.dumps({**workdir_lock.holder_info(), "token": "other",
+                             "heartbeat": clock()}))
     clock.sleep(seconds)
-    other.acquire()  # saw no lease either, wrote after this run
 
-  first = workdir_lock.Lease(bucket, 300, clock=clock, sleep=sleep_while_the_other_writes,
-                             heartbeat=False)
+  first = workdir_lock.Lease(bucket, 300, where="gs://bucket/run", clock=clock,
+                             sleep=sleep_while_the_other_writes, heartbeat=False)
   with pytest.raises(workdir_lock.WorkdirLockError, match="took the lease .* at the same moment"):
     first.acquire()
-  assert json.loads(bucket.text)["token"] == other.info["token"]
+  assert json.loads(bucket.text)["token"] == "other"
+
+
+def test_lease_in_a_directory_and_the_lock_kind_by_path(tmp_path):
+  assert isinstance(workdir_lock.make_lock("gs://bucket/run"), workdir_lock.Lease)
+  assert isinstance(workdir_lock.make_lock(str(tmp_path)), workdir_lock.FileLock)
+  assert isinstance(workdir_lock.make_lock(str(tmp_path), "lease"), workdir_lock.Lease)
+  clock = _Clock()
+  store = workdir_lock.PathLeaseStore(str(tmp_path / "train.lease"))
+  lease = workdir_lock.Lease(store, 60, clock=clock, sleep=clock.sleep, heartbeat=False)
+  lease.acquire()
+  assert json.loads((tmp_path / "train.lease").read_text())["pid"] == os.getpid()
+  lease.release()
+  assert not (tmp_path / "train.lease").exists()
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("train.workdir_lock", "nfs", "config.train.workdir_lock: unknown lock 'nfs'"),
+    ("train.lease_timeout_s", 0, "config.train.lease_timeout_s: must be a positive number"),
+    ("eval.follow_poll_s", -1.0, "config.eval.follow_poll_s: must be a positive number"),
+    ("eval.follow_timeout_s", -5, "config.eval.follow_timeout_s: must be a non-negative number"),
+])
+def test_bad_lock_and_follow_fields_are_named(field, value, match):
+  from hebm_jax.config_validation import ConfigError, validate_config  # pylint: disable=g-import-not-at-top
+  config = tiny_digits_config()
+  section, name = field.split(".")
+  config[section][name] = value
+  with pytest.raises(ConfigError, match=match):
+    validate_config(config)

@@ -138,3 +138,17 @@ def test_follow_refuses_fields_it_cannot_honour(tmp_path, field, value):
   with pytest.raises(ConfigError, match=f"config.eval.{field}={value}: follow mode"):
     driver.run_evaluation(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
+
+
+def test_sigterm_stops_a_waiting_follower(tmp_path, caplog):
+  import os  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+
+  def sleep(seconds):  # the scheduler stops the job while it waits for a first checkpoint
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  previous = signal.getsignal(signal.SIGTERM)
+  assert follow.follow(_config(), str(tmp_path / "run"), sleep=sleep) == {}
+  assert "SIGTERM received: stopping after the checkpoint being evaluated" in caplog.text
+  assert not (tmp_path / "run").exists()  # nothing written while waiting
+  assert signal.getsignal(signal.SIGTERM) == previous  # handlers restored

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from typing import Callable
 
@@ -36,6 +37,17 @@ from hebm_jax.config_validation import ConfigError
 from hebm_jax.evaluation import checkpoints, driver
 
 STATE_FILE = "follow_state.json"
+
+
+class _Stop(preemption.StopRequest):
+  """SIGTERM/SIGINT: stop after the checkpoint being evaluated (at once while waiting)."""
+
+  def request(self, signum: int = signal.SIGTERM) -> None:
+    if self.signum is None:
+      self.signum = signum
+      logging.warning("%s received: stopping after the checkpoint being evaluated (finished "
+                      "steps are kept; run the same command to continue).",
+                      signal.Signals(signum).name)
 
 
 def state_path(workdir: str) -> str:
@@ -170,7 +182,7 @@ def follow(config, workdir: str, sleep: Callable[[float], None] | None = None,
                f", or {timeout_s:g} s without one" if timeout_s else "")
   out: dict[int, dict] = {}
   last_new = clock()
-  with preemption.StopRequest() as stop:
+  with _Stop() as stop:
     if sleep is None:
       def sleep(seconds: float) -> None:
         end = time.monotonic() + seconds

@@ -15,6 +15,7 @@ import pytest
 
 from hebm_jax import checkpointing, train, workdir_lock
 from tests.conftest import compilation_cache_of_this_process, tiny_digits_config
+from tests.test_fileio import bucket  # noqa: F401  pylint: disable=unused-import
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -231,17 +232,29 @@ def test_two_runs_taking_a_free_lease_at_once_one_wins():
   assert json.loads(bucket.text)["token"] == "other"
 
 
-def test_lease_in_a_directory_and_the_lock_kind_by_path(tmp_path):
-  assert isinstance(workdir_lock.make_lock("gs://bucket/run"), workdir_lock.Lease)
-  assert isinstance(workdir_lock.make_lock(str(tmp_path)), workdir_lock.FileLock)
-  assert isinstance(workdir_lock.make_lock(str(tmp_path), "lease"), workdir_lock.Lease)
+def test_lease_object_in_a_mock_gcs_bucket(bucket):  # pylint: disable=redefined-outer-name
+  url, local = bucket
+  assert isinstance(workdir_lock.make_lock(url), workdir_lock.Lease)
+  assert isinstance(workdir_lock.make_lock(str(local)), workdir_lock.FileLock)
+  assert isinstance(workdir_lock.make_lock(str(local), "lease"), workdir_lock.Lease)
   clock = _Clock()
-  store = workdir_lock.PathLeaseStore(str(tmp_path / "train.lease"))
-  lease = workdir_lock.Lease(store, 60, clock=clock, sleep=clock.sleep, heartbeat=False)
-  lease.acquire()
-  assert json.loads((tmp_path / "train.lease").read_text())["pid"] == os.getpid()
-  lease.release()
-  assert not (tmp_path / "train.lease").exists()
+
+  def lease():
+    return workdir_lock.Lease(workdir_lock.PathLeaseStore(f"{url}/{workdir_lock.LEASE_FILE}"), 60,
+                              where=url, clock=clock, sleep=clock.sleep, heartbeat=False)
+
+  first = lease()
+  first.acquire()
+  assert json.loads((local / "train.lease").read_text())["pid"] == os.getpid()
+  with pytest.raises(workdir_lock.WorkdirLockError, match=f"lease {url}/train.lease"):
+    lease().acquire()
+  clock.now += 61
+  second = lease()
+  second.acquire()  # expired: taken over
+  first.release()
+  assert json.loads((local / "train.lease").read_text())["token"] == second.info["token"]
+  second.release()
+  assert not (local / "train.lease").exists()
 
 
 @pytest.mark.parametrize("field, value, match", [

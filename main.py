@@ -32,7 +32,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and images.")
 flags.DEFINE_enum("mode", "train", ["train", "eval", "sample", "summary"],
                   "train: train and evaluate; eval: run config.eval.metrics on the workdir's "
-                  "newest checkpoint(s) and write <workdir>/eval/results_<step>.json; sample: write "
+                  "newest checkpoint(s) and write <workdir>/eval/results_<step>.json (with "
+                  "--config.eval.follow=True: each new checkpoint of a live run); sample: write "
                   "prior samples, reconstructions and hierarchical grids (PNG and .npz) of a "
                   "checkpoint under <workdir>/samples/ (config.sample); summary: "
                   "print the parameter table and input shapes and write <workdir>/summary.json.")

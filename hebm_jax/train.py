@@ -605,6 +605,7 @@ def _scaled_learning_rates(config, factor: float):
   return config
 
 
+@workdir_lock.released_on_exit
 def train_and_evaluate(config, workdir: str) -> TrainState:
   """Trains (resuming from `workdir` if it holds a checkpoint), logs, checkpoints and evaluates.
 
@@ -633,7 +634,7 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   from clu import metric_writers, periodic_actions  # pylint: disable=g-import-not-at-top
   checkpointing.ensure_workdir(workdir)
   # One training writer per workdir: a second trainer stops here, having written nothing.
-  lock = workdir_lock.acquire(workdir, config)
+  workdir_lock.acquire(workdir, config)  # released on return or error (the decorator)
   compile_cache.use(config.train.get("compilation_cache", ""), workdir)
 
   run_state = load_run_state(workdir)
@@ -783,14 +784,12 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
       manager.close()
     except Exception as e:  # pylint: disable=broad-except
       logging.warning("While stopping, the checkpoint writer also failed: %s", e)
-    lock.release()
     raise
   device_batches.close()
   host_batches.close()
   writer.flush()
   manager.wait_until_finished()
   manager.close()
-  lock.release()
   return state
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import functools
 import json
 import os
 import socket
@@ -322,3 +323,24 @@ def acquire(workdir: str, config) -> Held:
   if error is not None:
     raise error
   return held or Held(key, None)
+
+
+def release(workdir: str) -> None:
+  """Releases the lock this process holds on `workdir` (nothing if it holds none)."""
+  held = _HELD.get(fileio.absolute(workdir))
+  if held is not None:
+    held.release()
+
+
+def released_on_exit(fn: Callable[..., Any]) -> Callable[..., Any]:
+  """Decorates `fn(config, workdir, ...)`, which calls `acquire`: the lock it took is released
+  when it returns or raises, whatever the point it raised at."""
+
+  @functools.wraps(fn)
+  def wrapper(config, workdir: str, *args, **kwargs):
+    try:
+      return fn(config, workdir, *args, **kwargs)
+    finally:
+      release(workdir)
+
+  return wrapper

@@ -6,6 +6,7 @@ computed, and before anything is written: a failed check leaves the workdir as i
 
 Writes `<workdir>/eval/results_<step>.json` (step = the newest checkpoint evaluated), figures as
 `<workdir>/eval/<figure>_<step>.png`, and TensorBoard scalars and images under `<workdir>/eval/`.
+With `config.eval.follow`, it follows a live training run instead (`hebm_jax.evaluation.follow`).
 """
 
 from __future__ import annotations

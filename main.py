@@ -33,7 +33,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard logs and images.")
 flags.DEFINE_enum("mode", "train", ["train", "eval", "sample", "summary"],
                   "train: train and evaluate; eval: run config.eval.metrics on the workdir's "
-                  "newest checkpoint(s) and write <workdir>/eval/results_<step>.json; sample: write "
+                  "newest checkpoint(s) and write <workdir>/eval/results_<step>.json (with "
+                  "--config.eval.follow=True: each new checkpoint of a live run); sample: write "
                   "prior samples, reconstructions and hierarchical grids (PNG and .npz) of a "
                   "checkpoint under <workdir>/samples/ (config.sample); summary: "
                   "print the parameter table and input shapes and write <workdir>/summary.json.")
@@ -58,12 +59,13 @@ def main(argv):
   from hebm_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from hebm_jax.config_validation import ConfigError  # pylint: disable=g-import-not-at-top
   from hebm_jax.evaluation.driver import EvaluationError  # pylint: disable=g-import-not-at-top
+  from hebm_jax.workdir_lock import WorkdirLockError  # pylint: disable=g-import-not-at-top
 
   # Errors a user causes (config values, workdir contents, missing data) are one message, not a
   # traceback; they are raised before anything in the workdir is changed.
   cli.run_reporting_user_errors(_run, (ConfigError, EvaluationError,
                                        checkpointing.IncompatibleCheckpointError,
-                                       FileNotFoundError))
+                                       FileNotFoundError, WorkdirLockError))
 
 
 def _run() -> None:

@@ -98,6 +98,11 @@ def get_config() -> ml_collections.ConfigDict:
   train.compilation_cache = "workdir"  # JAX's persistent compilation cache, for train, eval and
                                     # sample runs: 'workdir' (<workdir>/compilation_cache), '' (JAX's
                                     # own setting, off by default) or a directory
+  train.workdir_lock = "auto"       # one trainer per workdir (hebm_jax.workdir_lock): 'auto' (an
+                                    # OS file lock on local/NFS paths, a lease on gs:// and other
+                                    # URLs), 'file' or 'lease' (e.g. a FUSE-mounted bucket)
+  train.lease_timeout_s = 300.0     # a lease not renewed for this long has expired (its holder is
+                                    # gone): the next run takes over; renewed every timeout / 4
 
   config.checkpoint = ckpt = ml_collections.ConfigDict()
   ckpt.every_steps = 500
@@ -118,6 +123,10 @@ def get_config() -> ml_collections.ConfigDict:
                                     # (hebm_jax.evaluation.METRICS)
   ev.checkpoint_step = 0            # 0: the newest checkpoint; else this step (must exist)
   ev.num_checkpoints = 1            # evaluate the newest N (up to checkpoint_step): mean +- std
+  ev.follow = False                 # wait for a live run's checkpoints and evaluate each once
+                                    # (hebm_jax.evaluation.follow); stops after train.num_steps
+  ev.follow_poll_s = 30.0           # follow: seconds between looks for a new checkpoint
+  ev.follow_timeout_s = 0.0         # follow: stop when no new checkpoint came for this long; 0: wait
   ev.score_samples = 1              # anomaly/ood: z ~ q(z|x) draws per image, log p(x, z) averaged
   ev.score = ml_collections.ConfigDict(dict(  # anomaly/ood score -log p_w(x, z) (evaluation.scores)
       recon_weight=-1.0,            # w of the reconstruction loss; -1: the training Gfactor with the

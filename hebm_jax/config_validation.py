@@ -137,6 +137,20 @@ def validate_config(config, num_devices: int | None = None) -> None:
   compile_cache.cache_dir(config.train.get("compilation_cache", ""), "")  # its type, named
   _require(config.train.get("compute_dtype", "float32") in COMPUTE_DTYPES, "train.compute_dtype",
            f"unknown dtype {config.train.get('compute_dtype')!r}; expected one of {COMPUTE_DTYPES}.")
+  from hebm_jax import workdir_lock  # pylint: disable=g-import-not-at-top
+  _require(config.train.get("workdir_lock", "auto") in workdir_lock.MODES, "train.workdir_lock",
+           f"unknown lock {config.train.get('workdir_lock')!r}; expected one of "
+           f"{workdir_lock.MODES}.")
+  if "lease_timeout_s" in config.train:
+    _positive(config, "train.lease_timeout_s")
+  _require(isinstance(config.eval.get("follow", False), bool), "eval.follow",
+           f"must be True or False, got {config.eval.get('follow')!r}.")
+  if "follow_poll_s" in config.eval:
+    _positive(config, "eval.follow_poll_s")
+  timeout = config.eval.get("follow_timeout_s", 0.0)
+  _require(isinstance(timeout, numbers.Real) and not isinstance(timeout, bool) and timeout >= 0,
+           "eval.follow_timeout_s", f"must be a non-negative number (0: wait for ever), got "
+           f"{timeout!r}.")
   if num_devices is not None:
     for field in ("train.batch_size", "eval.batch_size"):
       section, name = field.split(".")

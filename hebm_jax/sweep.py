@@ -187,12 +187,13 @@ def run_sweep(config, workdir: str, specs: list[str], train: bool = True) -> lis
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from hebm_jax import checkpointing, cli  # pylint: disable=g-import-not-at-top
+  from hebm_jax import checkpointing, cli, workdir_lock  # pylint: disable=g-import-not-at-top
   from hebm_jax.evaluation.driver import EvaluationError  # pylint: disable=g-import-not-at-top
   cli.quiet_libraries()
   cli.run_reporting_user_errors(
       lambda: run_sweep(FLAGS.config, FLAGS.workdir, FLAGS.sweep, FLAGS.train),
-      (SweepError, EvaluationError, checkpointing.IncompatibleCheckpointError, FileNotFoundError))
+      (SweepError, EvaluationError, checkpointing.IncompatibleCheckpointError, FileNotFoundError,
+       workdir_lock.WorkdirLockError))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ import numpy as np
 from absl import logging
 
 from hebm_jax import (checkpointing, compile_cache, device_prefetch, divergence,
-                      input_pipeline, preemption, progress, summary_writer, xla_options)
+                      input_pipeline, preemption, progress, summary_writer, workdir_lock,
+                      xla_options)
 from hebm_jax.config_validation import validate_config
 from hebm_jax.evaluation import prior_kl
 from hebm_jax.evaluation.evaluators import prior_kl as prior_kl_settings
@@ -46,6 +47,7 @@ __all__ = [
 ]
 
 
+@workdir_lock.released_on_exit
 def train_and_evaluate(config, workdir: str) -> TrainState:
   """Trains (resuming from `workdir` if it holds a checkpoint), logs, checkpoints and evaluates.
 
@@ -95,6 +97,8 @@ class _Run:
     """Set-up: the workdir, the model at this run's learning rates, the keys, the initial state."""
     self.config, self.workdir, self.data = config, workdir, data
     checkpointing.ensure_workdir(workdir)
+    # One training writer per workdir: a second trainer stops here, having written nothing.
+    workdir_lock.acquire(workdir, config)  # released on return or error (the decorator)
     if jax.process_index() == 0:
       summary_writer.check_writable(workdir)  # before any compilation
     compile_cache.use(config.train.get("compilation_cache", ""), workdir)

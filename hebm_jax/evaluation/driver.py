@@ -6,6 +6,7 @@ computed, and before anything is written: a failed check leaves the workdir as i
 
 Writes `<workdir>/eval/results_<step>.json` (step = the newest checkpoint evaluated), figures as
 `<workdir>/eval/<figure>_<step>.png`, and TensorBoard scalars and images under `<workdir>/eval/`.
+With `config.eval.follow`, it follows a live training run instead (`hebm_jax.evaluation.follow`).
 """
 
 from __future__ import annotations
@@ -73,8 +74,93 @@ def _check_eval_fields(config) -> None:
                       f"{ev.num_checkpoints!r}.")
 
 
+class Session:
+  """What evaluating checkpoints of one config needs once: model, data, evaluators, writer.
+
+  Building it opens the data the metrics read (a missing dataset fails here, before any
+  checkpoint is restored); `open_writer` comes after every check, so that a refused evaluation
+  leaves the workdir as it was.
+  """
+
+  def __init__(self, config, workdir: str, metric_classes: list[type]):
+    self.config, self.workdir = config, workdir
+    self.model = train_state.create_model(config, steps_per_epoch=1)  # schedules play no part here
+    self.abstract = summary.abstract_state(config)
+    self.data = EvalData(config, self.model)
+    self.evaluators = [cls(config, self.model, self.data) for cls in metric_classes]
+    self.eval_dir = os.path.join(workdir, "eval")
+    self.is_main = jax.process_index() == 0
+    self.base_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), _EVAL_STREAM)
+    self.writer = None
+
+  def open_writer(self) -> None:
+    """The compilation cache and the TensorBoard writer of `<workdir>/eval/`."""
+    compile_cache.use(self.config.train.get("compilation_cache", ""), self.workdir)
+    self.writer = (summary_writer.SummaryWriter(self.eval_dir) if self.is_main
+                   else summary_writer.NoOpWriter())
+
+  def evaluate(self, state, step: int, with_figures: bool, timings: dict[str, float],
+               details: dict, figures: list[str]) -> dict[str, float]:
+    """Every metric on one restored checkpoint; its scalars (also written to TensorBoard at
+    `step`). Adds seconds per metric to `timings` and, `with_figures`, fills `details` and
+    `figures` (PNG paths)."""
+    state = jax.device_put(state)  # once, not with every jitted call
+    scalars = {}
+    for ev in self.evaluators:
+      start = time.time()
+      out = ev.run(state, step, ev.key_for(jax.random.fold_in(self.base_key, step)),
+                   with_figures=with_figures)
+      timings[ev.name] = timings.get(ev.name, 0.0) + time.time() - start
+      scalars.update(out.scalars)
+      if with_figures:
+        details[ev.name] = out.details
+        for name, image in out.figures.items():
+          path = os.path.join(self.eval_dir, f"{name}_{step:08d}.png")
+          if self.is_main:
+            visualization.save_png(image, path, scale=_png_scale(image))
+          self.writer.write_images(step, {f"eval/{name}": image[None]})
+          figures.append(path)
+    self.writer.write_scalars(step, {f"eval/{k}": v for k, v in scalars.items()})
+    self.writer.flush()
+    return scalars
+
+  def write_results(self, steps: list[int], per_step: dict, details: dict, figures: list[str],
+                    timings: dict[str, float]) -> dict:
+    """`<workdir>/eval/results_<newest step>.json` (process 0) and the console table."""
+    from hebm_jax.evaluation import paper  # pylint: disable=g-import-not-at-top
+    config = self.config
+    mean, std = results_lib.aggregate(per_step)
+    reported = paper.paper_numbers(config)
+    table = results_lib.format_table(mean, std, reported, len(steps))
+    results = {
+        "workdir": fileio.absolute(self.workdir),
+        "checkpoint_steps": steps,
+        "results": mean,
+        "std_over_checkpoints": std if len(steps) > 1 else {},
+        "per_checkpoint": per_step,
+        "paper": {k: v._asdict() for k, v in reported.items() if k in mean},
+        "details": details,
+        "figures": figures,
+        "settings": {"seed": config.seed, "eval_batch_size": config.eval.batch_size,
+                     "num_checkpoints": config.eval.num_checkpoints,
+                     **{ev.name: ev.settings() for ev in self.evaluators}},
+        "seconds": timings,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {"jax": jax.__version__, "python": sys.version.split()[0]},
+    }
+    if self.is_main:
+      path = os.path.join(self.eval_dir, f"results_{steps[-1]:08d}.json")
+      results_lib.write_json(path, results_lib.merge_with_existing(path, results))
+      print(f"\nEvaluation of {self.workdir}, checkpoint step(s) {steps}:\n{table}\n"
+            f"written: {path}", flush=True)
+    return results
+
+
 def run_evaluation(config, workdir: str) -> dict:
   """Evaluates `workdir`'s checkpoints on config.eval.metrics; returns the results dict written.
+
+  With config.eval.follow, follows a live training run instead (`follow.follow`) and returns
+  {step: results} of the checkpoints it evaluated.
 
   Args:
     config: the experiment config (validated by the caller); its architecture must match the
@@ -84,74 +170,25 @@ def run_evaluation(config, workdir: str) -> dict:
   Raises:
     ConfigError, EvaluationError, checkpointing.IncompatibleCheckpointError: before any work.
   """
-
   _check_eval_fields(config)
+  if config.eval.get("follow", False):
+    from hebm_jax.evaluation import follow  # pylint: disable=g-import-not-at-top
+    return follow.follow(config, workdir)
   metric_classes = resolve_metrics(config)
   steps = checkpoints.select_steps(workdir, config.eval.checkpoint_step, config.eval.num_checkpoints)
   manager = checkpoints.restore_config_checked(workdir, steps, config)
-  # Schedules play no part in evaluation.
-  model = train_state.create_model(config, steps_per_epoch=1)
-  abstract = summary.abstract_state(config)
-  data = EvalData(config, model)
-  evaluators = [cls(config, model, data) for cls in metric_classes]  # opens the data it needs
+  session = Session(config, workdir, metric_classes)  # opens the data it needs
   # After every check, so that a refused evaluation leaves the workdir as it was.
-  compile_cache.use(config.train.get("compilation_cache", ""), workdir)
+  session.open_writer()
 
-  from hebm_jax.evaluation import paper  # pylint: disable=g-import-not-at-top
-  eval_dir = os.path.join(workdir, "eval")
-  is_main = jax.process_index() == 0
-  writer = summary_writer.SummaryWriter(eval_dir) if is_main else summary_writer.NoOpWriter()
-  base_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), _EVAL_STREAM)
   per_step, details, figures, timings = {}, {}, [], {}
   logging.info("Evaluating %s at step(s) %s: %s.", workdir, steps,
-               ", ".join(ev.name for ev in evaluators))
+               ", ".join(ev.name for ev in session.evaluators))
   for step in steps:
-    state, _ = checkpointing.restore(manager, abstract, config, step)
-    state = jax.device_put(state)  # once, not with every jitted call
-    newest = step == steps[-1]
-    per_step[step] = {}
-    for ev in evaluators:
-      start = time.time()
-      out = ev.run(state, step, ev.key_for(jax.random.fold_in(base_key, step)), with_figures=newest)
-      timings[ev.name] = timings.get(ev.name, 0.0) + time.time() - start
-      per_step[step].update(out.scalars)
-      if newest:
-        details[ev.name] = out.details
-        for name, image in out.figures.items():
-          path = os.path.join(eval_dir, f"{name}_{step:08d}.png")
-          if is_main:
-            visualization.save_png(image, path, scale=_png_scale(image))
-          writer.write_images(step, {f"eval/{name}": image[None]})
-          figures.append(path)
-    writer.write_scalars(step, {f"eval/{k}": v for k, v in per_step[step].items()})
-  writer.close()
+    state, _ = checkpointing.restore(manager, session.abstract, config, step)
+    per_step[step] = session.evaluate(state, step, step == steps[-1], timings, details, figures)
   manager.close()
-
-  mean, std = results_lib.aggregate(per_step)
-  reported = paper.paper_numbers(config)
-  table = results_lib.format_table(mean, std, reported, len(steps))
-  results = {
-      "workdir": fileio.absolute(workdir),
-      "checkpoint_steps": steps,
-      "results": mean,
-      "std_over_checkpoints": std if len(steps) > 1 else {},
-      "per_checkpoint": per_step,
-      "paper": {k: v._asdict() for k, v in reported.items() if k in mean},
-      "details": details,
-      "figures": figures,
-      "settings": {"seed": config.seed, "eval_batch_size": config.eval.batch_size,
-                   "num_checkpoints": config.eval.num_checkpoints,
-                   **{ev.name: ev.settings() for ev in evaluators}},
-      "seconds": timings,
-      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "versions": {"jax": jax.__version__, "python": sys.version.split()[0]},
-  }
-  if is_main:
-    path = os.path.join(eval_dir, f"results_{steps[-1]:08d}.json")
-    results_lib.write_json(path, results_lib.merge_with_existing(path, results))
-    print(f"\nEvaluation of {workdir}, checkpoint step(s) {steps}:\n{table}\nwritten: {path}",
-          flush=True)
-  return results
+  return session.write_results(steps, per_step, details, figures, timings)
 
 
 def _png_scale(image) -> int:

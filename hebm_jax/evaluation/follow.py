@@ -34,7 +34,7 @@ from etils import epath
 
 from hebm_jax import checkpointing, fileio, preemption
 from hebm_jax.config_validation import ConfigError
-from hebm_jax.evaluation import checkpoints, driver
+from hebm_jax.evaluation import checkpoints, session as session_lib
 
 STATE_FILE = "follow_state.json"
 
@@ -114,7 +114,7 @@ def _step_dir(workdir: str, step: int) -> epath.Path:
   return epath.Path(checkpointing.checkpoint_dir(workdir)) / str(step)
 
 
-def _read_once(session: driver.Session, workdir: str, step: int):
+def _read_once(session: session_lib.Session, workdir: str, step: int):
   manager = checkpoints.restore_config_checked(workdir, [step], session.config)
   try:
     return checkpointing.restore(manager, session.abstract, session.config, step)[0]
@@ -122,7 +122,7 @@ def _read_once(session: driver.Session, workdir: str, step: int):
     manager.close()
 
 
-def _read(session: driver.Session, workdir: str, step: int, retry_s: float = 1.0):
+def _read(session: session_lib.Session, workdir: str, step: int, retry_s: float = 1.0):
   """(state, None) or (None, why it is skipped). Reads only: nothing is moved or deleted.
 
   A failed read is tried once more after `retry_s` (the trainer may have been deleting another
@@ -166,8 +166,8 @@ def follow(config, workdir: str, sleep: Callable[[float], None] | None = None,
       evaluation (the metrics, the data) or at the first checkpoint (another model or data).
   """
   _check(config)
-  metric_classes = driver.resolve_metrics(config)
-  session = driver.Session(config, workdir, metric_classes)  # opens the data: fails early
+  metric_classes = session_lib.resolve_metrics(config)
+  session = session_lib.Session(config, workdir, metric_classes)  # opens the data: fails early
   metrics = sorted(ev.name for ev in session.evaluators)
   poll_s = float(config.eval.get("follow_poll_s", 30.0))
   timeout_s = float(config.eval.get("follow_timeout_s", 0.0))

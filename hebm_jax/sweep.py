@@ -9,7 +9,9 @@ field's type; a tuple value is written in parentheses, e.g. `model.z_dims=(2,2,2
 `field=value[,field=value]` trains in `<workdir>/<field>=<value>...` (resuming what is there, so
 an interrupted sweep continues), then runs `--mode=eval` there. Every override, field name and
 metric is checked before the first run starts. Prints one table (a row per run, a column per
-result) and writes it to `<workdir>/sweep_results.json`. Paper Table 4 is
+result) and writes it to `<workdir>/sweep_results.json`. A run whose training diverges (the
+`train.on_divergence` guards) is marked 'diverged' in the table, gets no results, and the sweep
+goes on with the next run. Paper Table 4 is
 `--sweep=sampler.n_steps=15,30,60,150,300`; Table 5 `--sweep=prior.width=10,20,50,100`.
 """
 
@@ -136,10 +138,13 @@ def grid(config, axes: list[tuple[str, list]]) -> list[tuple[str, object]]:
 
 
 def format_table(rows: list[dict], fields: list[str]) -> str:
-  """A row per run: the swept values, then every result (4 decimals)."""
+  """A row per run: the swept values, a status column when a run diverged, then every result
+  (4 decimals; '-' where a run has none)."""
   results = list(dict.fromkeys(k for r in rows for k in r["results"]))
-  header = fields + results
+  statuses = any(r.get("status", "ok") != "ok" for r in rows)
+  header = fields + (["status"] if statuses else []) + results
   table = [header] + [[_format(r["values"][f]) for f in fields]
+                      + ([r.get("status", "ok").split(":")[0]] if statuses else [])
                       + [f"{r['results'][k]:.4f}" if k in r["results"] else "-" for k in results]
                       for r in rows]
   widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -150,6 +155,7 @@ def format_table(rows: list[dict], fields: list[str]) -> str:
 
 def run_sweep(config, workdir: str, specs: list[str], train: bool = True) -> list[dict]:
   """Trains (unless `train` is False) and evaluates every run of the grid; returns the rows."""
+  from hebm_jax import divergence  # pylint: disable=g-import-not-at-top
   from hebm_jax import train as train_lib  # pylint: disable=g-import-not-at-top
   from hebm_jax.config_validation import validate_config  # pylint: disable=g-import-not-at-top
   from hebm_jax.evaluation import driver, results  # pylint: disable=g-import-not-at-top
@@ -166,17 +172,25 @@ def run_sweep(config, workdir: str, specs: list[str], train: bool = True) -> lis
   for i, (name, run) in enumerate(runs):
     run_dir = os.path.join(workdir, name)
     logging.info("Sweep run %d/%d: %s -> %s", i + 1, len(runs), name, run_dir)
-    if train:
-      train_lib.train_and_evaluate(run, run_dir)
-    out = driver.run_evaluation(run, run_dir)
     values = {}
     for field, _ in axes:
       node = run
       for part in field.split("."):
         node = node[part]
       values[field] = node
+    if train:
+      try:
+        train_lib.train_and_evaluate(run, run_dir)
+      except divergence.DivergenceError as e:
+        # A grid explores settings some of which diverge (a large EBM learning rate, no spectral
+        # norm): that is a result of the sweep, not a reason to lose the runs after it.
+        logging.warning("Sweep run %s diverged; it gets no results: %s", name, e)
+        rows.append({"run": name, "workdir": run_dir, "values": values, "results": {},
+                     "checkpoint_steps": [], "status": f"diverged: {e}"})
+        continue
+    out = driver.run_evaluation(run, run_dir)
     rows.append({"run": name, "workdir": run_dir, "values": values, "results": out["results"],
-                 "checkpoint_steps": out["checkpoint_steps"]})
+                 "checkpoint_steps": out["checkpoint_steps"], "status": "ok"})
   table = format_table(rows, [f for f, _ in axes])
   results.write_json(os.path.join(workdir, "sweep_results.json"),
                      {"axes": {f: v for f, v in axes}, "runs": rows})

@@ -143,3 +143,24 @@ def test_sweep_trains_and_evaluates_each_run(tmp_path):
   saved = json.load(open(tmp_path / "sweep_results.json"))
   assert saved["axes"] == {"sampler.n_steps": [2, 3]}
   assert (tmp_path / "sampler.n_steps=3" / "eval" / "results_00000002.json").exists()
+
+
+@pytest.mark.slow
+def test_sweep_marks_a_diverged_run_and_goes_on(tmp_path):
+  config = tiny_digits_config()
+  config.data.worker_count = 0
+  config.train.num_steps = 2
+  config.checkpoint.every_steps = 2
+  config.logging.log_every_steps = 1
+  config.logging.image_every_steps = 2
+  config.eval.every_steps = 2
+  config.eval.metrics = ("mse",)
+  # |f| of any prior exceeds 1e-12: the first run's guard stops it; the second has no guard.
+  rows = sweep.run_sweep(config, str(tmp_path), ["train.max_abs_energy=1e-12,0.0"])
+  assert [r["status"].split(":")[0] for r in rows] == ["diverged", "ok"]
+  assert rows[0]["results"] == {} and "max_abs_energy" in rows[0]["status"]
+  assert 0 < rows[1]["results"]["mse/mse"] < 4
+  table = sweep.format_table(rows, ["train.max_abs_energy"])
+  assert "status" in table.splitlines()[0] and "diverged" in table.splitlines()[2]
+  saved = json.load(open(tmp_path / "sweep_results.json"))
+  assert saved["runs"][0]["status"].startswith("diverged")

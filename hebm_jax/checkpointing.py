@@ -36,6 +36,9 @@ from hebm_jax import fileio
 # Fields that fix the shapes of the saved arrays; everything else (sampler, optimiser rates,
 # schedule lengths, logging) may change between a run and its resumption.
 ARCHITECTURE_FIELDS = ("data.image_size", "data.channels", "model", "prior")
+# Architecture fields added after checkpoints were written without them, with the value that
+# builds the network those checkpoints hold: absent from a saved config means this value.
+ADDED_ARCHITECTURE_FIELDS = {"model.output": "", "model.std_head": "logvar"}
 
 
 # Bumped when the digest's layout changes; a digest of a newer version is not checked.
@@ -77,6 +80,9 @@ def architecture_differences(saved: dict, config: ml_collections.ConfigDict) -> 
     a, b = _get(saved, field), _get(current, field)
     if isinstance(a, dict) and isinstance(b, dict):
       for key in sorted(set(a) | set(b)):
+        absent = ADDED_ARCHITECTURE_FIELDS.get(f"{field}.{key}")
+        if key not in a and absent is not None and b.get(key) == absent:
+          continue  # a checkpoint from before the field existed: the same network
         if a.get(key) != b.get(key):
           diffs.append(f"{field}.{key}: checkpoint {a.get(key)!r} vs config {b.get(key)!r}")
     elif a != b:

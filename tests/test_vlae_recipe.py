@@ -124,3 +124,15 @@ def test_vlae_recipe_builds_the_sigmoid_generator_and_trains_a_step():
 def test_bad_recipe_values_are_named(overrides, field):
   with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
     validate_config(_vlae_config(**overrides))
+
+
+def test_checkpoints_written_before_the_recipe_fields_still_match_their_network():
+  from hebm_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  config = tiny_digits_config()
+  saved = checkpointing.config_to_dict(config)
+  for field in ("output", "std_head"):
+    del saved["model"][field]  # as written by the code before these fields existed
+  assert checkpointing.architecture_differences(saved, config) == []
+  config.model.std_head = "sigmoid"  # a different network: still refused
+  assert checkpointing.architecture_differences(saved, config) == [
+      "model.std_head: checkpoint None vs config 'sigmoid'"]

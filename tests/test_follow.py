@@ -61,12 +61,10 @@ def _evaluated_steps(monkeypatch):
 
 
 def _tensorboard_steps(eval_dir, tag="eval/mse/mse"):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  steps = []
-  for path in sorted(pathlib.Path(eval_dir).glob("events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(str(path)):
-      steps += [event.step for v in event.summary.value if v.tag == tag]
-  return sorted(steps)
+  """The steps of `tag`'s scalars in eval_dir's event files, read with tensorboard (no TensorFlow:
+  it is not installed)."""
+  from tests.test_summary_writer import _read  # pylint: disable=g-import-not-at-top
+  return sorted(step for step, _ in _read(eval_dir).get(tag, ("", []))[1])
 
 
 def test_follower_evaluates_each_checkpoint_once_and_resumes_after_a_restart(tmp_path,

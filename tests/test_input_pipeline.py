@@ -379,7 +379,15 @@ def test_missing_dataset_says_where_it_looked_and_how_to_prepare_it(tmp_path, no
   assert "already prepared" not in message and info.value.__cause__ is None
 
 
-def test_download_without_network_fails_at_once_after_one_probe(tmp_path, no_network):
+def _tensorflow_installed(monkeypatch):
+  """tfds' preparation needs TensorFlow (the [prepare] extra); these tests fake the network side,
+  so stand in for the installed extra."""
+  from hebm_jax.data import sources  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(sources, "require_tensorflow_to_prepare", lambda name: None)
+
+
+def test_download_without_network_fails_at_once_after_one_probe(tmp_path, no_network, monkeypatch):
+  _tensorflow_installed(monkeypatch)
   config = _data(name="svhn_cropped", data_dir=str(tmp_path), image_size=32, channels=3,
                  download=True)
   start = time.monotonic()
@@ -392,6 +400,7 @@ def test_download_without_network_fails_at_once_after_one_probe(tmp_path, no_net
 
 
 def test_download_with_network_lets_tfds_prepare_array_record(tmp_path, monkeypatch):
+  _tensorflow_installed(monkeypatch)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from hebm_jax.data import sources, synthetic  # pylint: disable=g-import-not-at-top
   calls = []

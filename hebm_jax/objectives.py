@@ -132,10 +132,7 @@ def generator_encoder_loss(rec: Array, kls: Array, f_posterior: Array, gfactor: 
   Returns:
     scalar loss, minimised over generator and encoder parameters (Eq. 11-12).
   """
-  prior_term = jnp.sum(kls) - jnp.mean(f_posterior)
-  if isinstance(kl_weight, (int, float)) and kl_weight == 1.0:
-    return gfactor * rec + prior_term  # the reference's arithmetic, bit for bit
-  return gfactor * rec + kl_weight * prior_term
+  return gfactor * rec + kl_weight * (jnp.sum(kls) - jnp.mean(f_posterior))
 
 
 def ebm_loss(f_prior_samples: Array, f_posterior_samples: Array) -> Array:

@@ -129,8 +129,7 @@ def train_step_from_draws(model: HEBM, state: TrainState, images: Array, draws: 
                                     return_logits=model.likelihood == "bernoulli")
     rec = objectives.likelihood_loss(out, images, model.likelihood)
     kls = objectives.kl_terms(zs, means, logvars, model.kl_estimator)
-    kl_weight = (objectives.kl_warmup_weight(state.step, model.kl_warmup_steps)
-                 if model.kl_warmup_steps else 1.0)
+    kl_weight = objectives.kl_warmup_weight(state.step, model.kl_warmup_steps)
     loss = objectives.generator_encoder_loss(rec, kls, f_pos, model.gfactor, kl_weight)
     batch_stats = {"encoder": enc_stats, "generator": gen_stats} if state.batch_stats else {}
     return loss, (z, sn_state, rec, kls, jnp.mean(f_pos), batch_stats)
@@ -285,10 +284,9 @@ def eval_step(model: HEBM, state: TrainState, batch: dict, axis_name: str | None
   sq = jnp.sum((x_hat - x) ** 2, axis=(1, 2, 3))
   if model.likelihood == "gaussian":
     rec = sq
-  elif model.likelihood == "l1":
-    rec = 0.5 * jnp.sum(jnp.abs(x_hat - x), axis=(1, 2, 3))
-  else:
-    rec = jax.vmap(lambda l, t: objectives.bernoulli_reconstruction_loss(l[None], t[None]))(logits, x)
+  else:  # per image: the training loss of one-image batches
+    out = logits if model.likelihood == "bernoulli" else x_hat
+    rec = jax.vmap(lambda g, t: objectives.likelihood_loss(g[None], t[None], model.likelihood))(out, x)
   f, _ = sampler.energy(model.prior, state.params["prior"], state.sn_state,
                         models.concat_latents(means), update_stats=False)
   out = {"count": jnp.asarray(x.shape[0], jnp.float32), "rec_loss": jnp.sum(rec),

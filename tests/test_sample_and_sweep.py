@@ -127,8 +127,8 @@ def test_sweep_checks_every_run_before_training_any(tmp_path):
   assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.slow
-def test_sweep_trains_and_evaluates_each_run(tmp_path):
+def _two_step_config():
+  """Two-step tiny runs, each evaluated on 'mse' once at the end."""
   config = tiny_digits_config()
   config.data.worker_count = 0
   config.train.num_steps = 2
@@ -136,6 +136,12 @@ def test_sweep_trains_and_evaluates_each_run(tmp_path):
   config.logging.image_every_steps = 2
   config.eval.every_steps = 2
   config.eval.metrics = ("mse",)
+  return config
+
+
+@pytest.mark.slow
+def test_sweep_trains_and_evaluates_each_run(tmp_path):
+  config = _two_step_config()
   rows = sweep.run_sweep(config, str(tmp_path), ["sampler.n_steps=2,3"])
   assert [r["run"] for r in rows] == ["sampler.n_steps=2", "sampler.n_steps=3"]
   assert all(r["checkpoint_steps"] == [2] for r in rows)
@@ -147,14 +153,8 @@ def test_sweep_trains_and_evaluates_each_run(tmp_path):
 
 @pytest.mark.slow
 def test_sweep_marks_a_diverged_run_and_goes_on(tmp_path):
-  config = tiny_digits_config()
-  config.data.worker_count = 0
-  config.train.num_steps = 2
-  config.checkpoint.every_steps = 2
+  config = _two_step_config()
   config.logging.log_every_steps = 1
-  config.logging.image_every_steps = 2
-  config.eval.every_steps = 2
-  config.eval.metrics = ("mse",)
   # |f| of any prior exceeds 1e-12: the first run's guard stops it; the second has no guard.
   rows = sweep.run_sweep(config, str(tmp_path), ["train.max_abs_energy=1e-12,0.0"])
   assert [r["status"].split(":")[0] for r in rows] == ["diverged", "ok"]

@@ -177,6 +177,17 @@ def test_aggregate_keeps_metric_order_and_gives_mean_and_std():
   assert mean == {"b": 2.0, "a": 2.0} and std == {"b": 1.0, "a": 0.0}
 
 
+def test_aggregate_of_a_constant_infinite_result_has_zero_spread_and_no_warning():
+  import math
+  import warnings
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")   # numpy's 'invalid value in subtract' would fail here
+    mean, std = results.aggregate({1: {"ess": math.inf, "x": math.inf},
+                                   2: {"ess": math.inf, "x": 1.0}})
+  assert mean["ess"] == math.inf and std["ess"] == 0.0
+  assert mean["x"] == math.inf and math.isnan(std["x"])
+
+
 def test_table_puts_the_papers_number_beside_ours():
   table = results.format_table({"anomaly/auprc": 0.7, "anomaly/auroc": 0.8},
                                {"anomaly/auprc": 0.01, "anomaly/auroc": 0.02},

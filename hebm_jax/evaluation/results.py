@@ -14,13 +14,18 @@ from hebm_jax.evaluation.paper import Reported
 
 
 def aggregate(per_step: dict[int, dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
-  """Mean and standard deviation (population, as numpy) of each result over checkpoints."""
+  """Mean and standard deviation (population, as numpy) of each result over checkpoints.
+
+  A result equal at every checkpoint has std 0 even when it is not finite (the Gaussian prior's
+  `prior_kl/ess` is inf at every step); other non-finite spreads are NaN, without a numpy warning.
+  """
   names = list(dict.fromkeys(k for v in per_step.values() for k in v))  # metric order kept
   mean, std = {}, {}
   for name in names:
-    values = [v[name] for v in per_step.values() if name in v]
-    mean[name] = float(np.mean(values))
-    std[name] = float(np.std(values))
+    values = np.asarray([v[name] for v in per_step.values() if name in v], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+      mean[name] = float(np.mean(values))
+      std[name] = 0.0 if np.all(values == values[0]) else float(np.std(values))
   return mean, std
 
 

@@ -221,6 +221,7 @@ class _Run:
       self._log()
     if step % c.checkpoint.every_steps == 0 or is_last or stopping:
       self._check_pending()  # never save a diverged state
+      workdir_lock.check_held(self.workdir, step)  # never overwrite a run that took over
       checkpointing.save(self.manager, step, self.state, c)
     if stopping:
       self.manager.wait_until_finished()

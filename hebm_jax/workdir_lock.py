@@ -12,6 +12,8 @@ with one line naming the holder (host, pid, start time, config file).
     `<workdir>/train.lease`, which the holder rewrites every `lease_timeout_s / 4` seconds (a
     heartbeat). A lease whose heartbeat is older than `config.train.lease_timeout_s` has expired:
     the next run takes it over and says so. Hosts' clocks must agree to well within the timeout.
+    A run whose lease was taken over (its heartbeats stalled) learns it at its next checkpoint
+    (`check_held`) and stops there without saving, so it never overwrites the new holder's work.
     An object store offers no compare-and-swap through `etils.epath`, so two runs starting within
     the same second are told apart by writing, waiting `settle_s` and reading back: the one whose
     write is not there stops.
@@ -246,6 +248,21 @@ class Lease:
     self.store.write(json.dumps(self.info))
     return True
 
+  def still_ours(self) -> bool:
+    """Whether the stored lease is still this run's (read now; a failed read counts as yes, since
+    the heartbeat retries and the save that follows will report a store that is down)."""
+    if self.info is None or self.lost:
+      return False
+    try:
+      current = _parse(self.store.read())
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning("Could not read the lease %s to check it: %s", self._name(), e)
+      return True
+    if not current or current.get("token") != self.info["token"]:
+      self.lost = True
+      return False
+    return True
+
   def _beat(self) -> None:
     while not self._stop.wait(self.timeout_s / 4):
       try:
@@ -323,6 +340,35 @@ def acquire(workdir: str, config) -> Held:
   if error is not None:
     raise error
   return held or Held(key, None)
+
+
+def check_held(workdir: str, step: int) -> None:
+  """Raises unless this run still holds `workdir`; call before writing a checkpoint.
+
+  A file lock cannot be lost while the process lives. A lease can: when this run's heartbeats
+  stopped landing for `train.lease_timeout_s` (a stalled host, a partitioned network), another run
+  may have taken the workdir over, and this run's next checkpoint would overwrite the other's.
+  In a multi-process job every process calls this at the same step (checkpoint steps are the
+  same everywhere) and all learn process 0's answer, so they stop together.
+
+  Raises:
+    WorkdirLockError: the lease was lost (naming the new holder); nothing from `step` is saved.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  held = _HELD.get(fileio.absolute(workdir))
+  lock = held.lock if held is not None else None
+  lost = isinstance(lock, Lease) and not lock.still_ours()
+  if jax.process_count() > 1:
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    lost = bool(multihost_utils.broadcast_one_to_all(np.int32(lost)))
+  if lost:
+    holder = describe(_parse(lock.store.read())) if isinstance(lock, Lease) else "another run"
+    raise WorkdirLockError(
+        f"--workdir={workdir}: this training run lost its lease to {holder} (its heartbeats did "
+        f"not land for config.train.lease_timeout_s), so it stops at step {step} without saving: "
+        "its checkpoint would overwrite the other run's. The other run now owns the workdir; "
+        "let it train, or stop it and run this command again to resume from the last checkpoint.")
 
 
 def release(workdir: str) -> None:

@@ -257,6 +257,50 @@ def test_lease_object_in_a_mock_gcs_bucket(bucket):  # pylint: disable=redefined
   assert not (local / "train.lease").exists()
 
 
+def test_check_held_names_the_run_that_took_the_lease_over():
+  clock, bucket = _Clock(), _Bucket()
+  lease = workdir_lock.Lease(bucket, 300, where="gs://bucket/run", clock=clock, sleep=clock.sleep,
+                             heartbeat=False)
+  lease.acquire()
+  key = workdir_lock.fileio.absolute("gs://bucket/run")
+  workdir_lock._HELD[key] = workdir_lock.Held(key, lease)
+  try:
+    workdir_lock.check_held("gs://bucket/run", 500)  # still ours: no error
+    bucket.write(json.dumps({"host": "other-host", "pid": 4321, "token": "theirs",
+                             "heartbeat": clock()}))
+    with pytest.raises(workdir_lock.WorkdirLockError) as lost:
+      workdir_lock.check_held("gs://bucket/run", 1000)
+    assert "lost its lease to host other-host, pid 4321" in str(lost.value)
+    assert "stops at step 1000 without saving" in str(lost.value)
+    assert lease.lost
+  finally:
+    workdir_lock._HELD.pop(key).release()
+  assert json.loads(bucket.text)["token"] == "theirs"  # the new holder's lease is left alone
+  workdir_lock.check_held("gs://bucket/run", 1000)  # a workdir this process does not hold: no-op
+
+
+def test_a_trainer_that_lost_its_lease_stops_before_overwriting_a_checkpoint(tmp_path,
+                                                                               monkeypatch):
+  config = _flags_config()
+  config.train.workdir_lock = "lease"
+  real_save = checkpointing.save
+
+  def save_then_lose_the_lease(manager, step, state, cfg):
+    real_save(manager, step, state, cfg)
+    # Another run takes the workdir over (this run's heartbeats stalled past the timeout).
+    (tmp_path / workdir_lock.LEASE_FILE).write_text(json.dumps(
+        {"host": "other-host", "pid": 4321, "token": "theirs", "heartbeat": 0.0}))
+
+  monkeypatch.setattr(checkpointing, "save", save_then_lose_the_lease)
+  with pytest.raises(workdir_lock.WorkdirLockError, match="stops at step 12 without saving"):
+    train.train_and_evaluate(config, str(tmp_path))
+  monkeypatch.undo()
+  manager = checkpointing.make_manager(str(tmp_path), 5, create=False)
+  assert list(manager.all_steps()) == [6]  # step 12 was not written over the other run's
+  manager.close()
+  assert json.loads((tmp_path / workdir_lock.LEASE_FILE).read_text())["token"] == "theirs"
+
+
 @pytest.mark.parametrize("field, value, match", [
     ("train.workdir_lock", "nfs", "config.train.workdir_lock: unknown lock 'nfs'"),
     ("train.lease_timeout_s", 0, "config.train.lease_timeout_s: must be a positive number"),

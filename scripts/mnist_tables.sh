@@ -1,0 +1,83 @@
+#!/bin/bash
+# Paper Table 1 (MNIST row) and Table 3 (MNIST anomaly AUPRC), trained and evaluated as
+# RESULTS.md states them, for both priors, then one summary table. Every training resumes what its
+# workdir holds, so the script can be stopped (SIGTERM saves) and run again to continue; a finished
+# run is only evaluated.
+#
+#   DATA_DIR=/data/tfds bash scripts/mnist_tables.sh OUT
+#
+# Knobs (environment):
+#   DATA_DIR        tfds data_dir with a prepared mnist (required)
+#   TABLE1_STEPS    training steps of each Table 1 run (default 60000, 100 epochs)
+#   ANOMALY_STEPS   training steps of each Table 3 run (default 45000, ~100 epochs)
+#   SEEDS           config seeds (default "1234")
+#   PRIORS          'ebm' and/or 'gaussian' (our VLAE) (default "ebm gaussian")
+#   DIGITS          held-out digits of Table 3 (default "1 4 5 7 9")
+#   TABLES          which tables (default "1 3")
+#   EXTRA_FLAGS     appended to every main.py call (e.g. --config.prior.spectral_norm=False)
+# Table 1: the classifier trains on train[:50000], its epoch is chosen on train[50000:], and the
+# test accuracy of that epoch is reported (configs/mnist.py). Table 3: mean +- std of the last 10
+# checkpoints (500 steps apart), z = q's mean, the model's own -log p(x, z) (configs/mnist_anomaly.py).
+set -eu
+out=${1:?usage: DATA_DIR=... bash scripts/mnist_tables.sh OUT}
+: "${DATA_DIR:?set DATA_DIR to a tfds data_dir holding a prepared mnist}"
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+cd "$(dirname "$0")/.."
+read -r -a extra <<< "${EXTRA_FLAGS:-}"
+data=(--config.data.data_dir="$DATA_DIR")
+
+run() {  # run LOG ARGS...: main.py, its console in OUT/LOG
+  local log=$1
+  shift
+  echo "$(date -u +%H:%M:%S) $log"
+  python main.py "$@" "${data[@]}" "${extra[@]}" > "$out/$log" 2>&1 || {
+    echo "failed: see $out/$log"; tail -n 3 "$out/$log"; return 1; }
+}
+
+for seed in ${SEEDS:-1234}; do
+  for prior in ${PRIORS:-ebm gaussian}; do
+    flags=(--config.seed="$seed" --config.prior.type="$prior")
+    if [[ " ${TABLES:-1 3} " == *" 1 "* ]]; then
+      t1=(--config=configs/mnist.py --workdir="$out/table1_${prior}_s$seed" "${flags[@]}"
+          --config.train.num_steps="${TABLE1_STEPS:-60000}")
+      run "table1_${prior}_s$seed.log" "${t1[@]}"
+      run "table1_${prior}_s$seed.eval.log" "${t1[@]}" --mode=eval \
+        --config.eval.metrics=latent_classifier,prior_kl,mse
+    fi
+    if [[ " ${TABLES:-1 3} " == *" 3 "* ]]; then
+      for d in ${DIGITS:-1 4 5 7 9}; do
+        t3=(--config=configs/mnist_anomaly.py --workdir="$out/anomaly${d}_${prior}_s$seed"
+            "${flags[@]}" --config.data.held_out_digit="$d"
+            --config.train.num_steps="${ANOMALY_STEPS:-45000}")
+        run "anomaly${d}_${prior}_s$seed.log" "${t3[@]}"
+        run "anomaly${d}_${prior}_s$seed.eval.log" "${t3[@]}" --mode=eval \
+          --config.eval.num_checkpoints=10 --config.eval.score.z=mean
+      done
+    fi
+  done
+done
+
+python - "$out" <<'EOF'
+"""One line per run: its newest evaluation's numbers (Table 1 accuracies, prior KL; Table 3 AUPRC)."""
+import glob
+import json
+import os
+import sys
+
+out = sys.argv[1]
+for run in sorted(glob.glob(os.path.join(out, "*_s*"))):
+  files = sorted(glob.glob(os.path.join(run, "eval", "results_*.json")))
+  if not os.path.isdir(run) or not files:
+    continue
+  r = json.load(open(files[-1]))
+  res, std = r["results"], r["std_over_checkpoints"]
+  steps = r["checkpoint_steps"]
+  if "anomaly/auprc" in res:
+    text = f"AUPRC {res['anomaly/auprc']:.3f} ± {std['anomaly/auprc']:.3f} (steps {steps[0]}-{steps[-1]})"
+  else:
+    acc = " / ".join(f"{100 * res[f'latent_classifier/z{i}']:.2f}" for i in (1, 2, 3)
+                     if f"latent_classifier/z{i}" in res)
+    text = f"z1/z2/z3 test {acc} % (step {steps[-1]}), prior KL {res.get('prior_kl', float('nan')):.3f}"
+  print(f"{os.path.basename(run):28s} {text}")
+EOF

@@ -138,6 +138,8 @@ def get_config() -> ml_collections.ConfigDict:
                                     # sample, refined}: 'anomaly_variants/w=..,z=../auprc'
   ev.classifier = ml_collections.ConfigDict(dict(
       hidden=256, epochs=50, batch_size=256, learning_rate=1e-3,
+      input="mean",                 # the codes classified: 'mean' of q(z_l|x) (as VLAE), or one
+                                    # 'sample' of it per image (the paper does not say which)
       num_train=0,                  # training codes used (0: the whole train split)
       train_split="",               # the classifier's training split; '': data.train_split
       validation_split=""))         # '': none (the last epoch is tested); else the epoch of best

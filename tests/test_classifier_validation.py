@@ -100,3 +100,28 @@ def test_overlapping_or_bad_splits_name_the_field(overrides, data, match):
   config.data.update(data)
   with pytest.raises(ConfigError, match=match):
     METRICS["latent_classifier"].check(config)
+
+
+def test_classifier_inputs_mean_or_one_posterior_sample():
+  from hebm_jax.evaluation.encode import Codes  # pylint: disable=g-import-not-at-top
+  from hebm_jax.evaluation.evaluators.latent_classifier import classifier_inputs  # pylint: disable=g-import-not-at-top
+  means = [np.arange(12, dtype=np.float32).reshape(6, 2)]
+  logvars = [np.log(np.full((6, 2), 0.25, np.float32))]   # std 0.5
+  codes = Codes(means, logvars, np.zeros(6, np.int32), {})
+  key = jax.random.PRNGKey(7)
+  np.testing.assert_array_equal(classifier_inputs(codes, 0, "mean", key), means[0])
+  sample = classifier_inputs(codes, 0, "sample", key)
+  eps = np.asarray(jax.random.normal(key, (6, 2)))
+  np.testing.assert_allclose(sample, means[0] + 0.5 * eps, rtol=1e-6)
+  np.testing.assert_array_equal(sample, classifier_inputs(codes, 0, "sample", key))
+  assert not np.allclose(sample, classifier_inputs(codes, 0, "sample", jax.random.PRNGKey(8)))
+  sharp = Codes(means, [np.full((6, 2), -60.0, np.float32)], codes.labels, {})
+  np.testing.assert_allclose(classifier_inputs(sharp, 0, "sample", key), means[0], atol=1e-9)
+  with pytest.raises(ValueError, match="kind must be one of"):
+    classifier_inputs(codes, 0, "median", key)
+
+
+def test_bad_classifier_input_names_the_field():
+  with pytest.raises(ConfigError, match=r"eval.classifier.input: must be one of \('mean', "
+                                        r"'sample'\), got 'median'"):
+    METRICS["latent_classifier"].check(_config(input="median"))

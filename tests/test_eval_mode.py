@@ -206,6 +206,21 @@ def test_classifier_validation_split_and_prior_kl_end_to_end_on_digits(digits_ru
   assert out["settings"]["latent_classifier"]["epoch_selection"] == "best validation accuracy"
 
 
+def test_latent_classifier_on_posterior_samples_end_to_end_on_digits(digits_run):
+  config, workdir = digits_run
+  config = config.copy_and_resolve_references()
+  config.eval.metrics = ("latent_classifier",)
+  config.eval.checkpoint_step = 2
+  config.eval.classifier.input = "sample"
+  out = driver.run_evaluation(config, str(workdir))
+  assert out["settings"]["latent_classifier"]["input"] == "one posterior sample per image"
+  config.eval.classifier.input = "mean"
+  means = driver.run_evaluation(config, str(workdir))
+  assert means["settings"]["latent_classifier"]["input"] == "posterior means"
+  # The two-step model's posteriors are wide: its samples classify differently from its means.
+  assert out["results"] != means["results"]
+
+
 def _mock_config(name, **overrides):
   from configs import fashion_mnist, mnist_anomaly, shapes3d  # pylint: disable=g-import-not-at-top
   config = {"mnist_anomaly": mnist_anomaly, "fashion_mnist": fashion_mnist,

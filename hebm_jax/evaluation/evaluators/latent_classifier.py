@@ -1,15 +1,37 @@
-"""Table 1: test accuracy of an MLP trained on each layer's posterior means."""
+"""Table 1: test accuracy of an MLP trained on each layer's posterior means (or samples)."""
 
 from __future__ import annotations
 
 import jax
+import numpy as np
 from absl import logging
 
 from hebm_jax import input_pipeline
 from hebm_jax.config_validation import ConfigError
 from hebm_jax.data import datasets
 from hebm_jax.evaluation import classifier
+from hebm_jax.evaluation.encode import Codes
 from hebm_jax.evaluation.evaluators import base
+
+INPUTS = ("mean", "sample")
+
+
+def classifier_inputs(codes: Codes, layer: int, kind: str, key: jax.Array) -> np.ndarray:
+  """The codes of layer `layer` that the classifier sees, (N, d_l).
+
+  Args:
+    codes: a split's posterior parameters.
+    layer: 0-based layer index.
+    kind: 'mean': q's means; 'sample': one draw mean + exp(logvar / 2) * eps per image.
+    key: the draw's key (unused for 'mean'); a split's draws are a function of it alone.
+  """
+  mean = np.asarray(codes.means[layer], np.float32)
+  if kind == "mean":
+    return mean
+  if kind != "sample":
+    raise ValueError(f"kind must be one of {INPUTS}, got {kind!r}")
+  eps = np.asarray(jax.random.normal(key, mean.shape, np.float32))
+  return mean + np.exp(0.5 * np.asarray(codes.logvars[layer], np.float32)) * eps
 
 
 def classifier_splits(config) -> tuple[str, str]:
@@ -51,9 +73,10 @@ def check_splits(config) -> None:
 
 class LatentClassifier(base.Evaluator):
   """Per layer l: `classifier.latent_classifier` trained on eval.classifier.train_split's
-  (data.train_split's if empty) posterior means (first eval.classifier.num_train examples; 0: all),
-  tested on data.eval_split's: 'latent_classifier/zK'. With eval.classifier.validation_split, the
-  epoch is chosen on that split's accuracy, reported as 'latent_classifier_val/zK'."""
+  (data.train_split's if empty) posterior means, or one posterior sample per image with
+  eval.classifier.input='sample' (first eval.classifier.num_train examples; 0: all), tested on
+  data.eval_split's: 'latent_classifier/zK'. With eval.classifier.validation_split, the epoch is
+  chosen on that split's accuracy, reported as 'latent_classifier_val/zK'."""
   name = "latent_classifier"
   description = "per-layer latent classifier accuracy (Table 1)"
 
@@ -69,6 +92,8 @@ class LatentClassifier(base.Evaluator):
                  f"must be positive, got {c.learning_rate!r}.")
     base.require(isinstance(c.num_train, int) and c.num_train >= 0, "eval.classifier.num_train",
                  f"must be a non-negative integer (0: all), got {c.num_train!r}.")
+    base.require(c.get("input", "mean") in INPUTS, "eval.classifier.input",
+                 f"must be one of {INPUTS}, got {c.get('input')!r}.")
     check_splits(config)
 
   def __init__(self, config, model, data):
@@ -82,7 +107,9 @@ class LatentClassifier(base.Evaluator):
     c = self.config.eval.classifier
     train, val = classifier_splits(self.config)
     return {**c.to_dict(), "train_split": train, "validation_split": val,
-            "test_split": self.config.data.eval_split, "input": "posterior means",
+            "test_split": self.config.data.eval_split,
+            "input": {"mean": "posterior means", "sample": "one posterior sample per image"}[
+                c.get("input", "mean")],
             "epoch_selection": "best validation accuracy" if val else "last epoch"}
 
   def run(self, state, step, key, with_figures=True) -> base.EvalResult:
@@ -96,11 +123,20 @@ class LatentClassifier(base.Evaluator):
                                       "train_accuracy": {}})
     if val is not None:
       result.details.update({"num_validation": len(val), "selected_epoch": {}})
-    for l, (tr, te) in enumerate(zip(train.means, test.means)):
+    kind = c.get("input", "mean")
+    # Keys 0..L-1 train the classifiers (as before this option); the draws use their own.
+    draw_key = jax.random.fold_in(key, 1_000)
+
+    def inputs(codes, split_index, l):
+      return classifier_inputs(codes, l, kind,
+                               jax.random.fold_in(jax.random.fold_in(draw_key, split_index), l))
+
+    for l in range(len(train.means)):
       out = classifier.latent_classifier(
-          tr, train.labels, te, test.labels, num_classes, jax.random.fold_in(key, l),
-          hidden=c.hidden, epochs=c.epochs, batch_size=c.batch_size, learning_rate=c.learning_rate,
-          val_codes=None if val is None else val.means[l],
+          inputs(train, 0, l), train.labels, inputs(test, 1, l), test.labels, num_classes,
+          jax.random.fold_in(key, l), hidden=c.hidden, epochs=c.epochs, batch_size=c.batch_size,
+          learning_rate=c.learning_rate,
+          val_codes=None if val is None else inputs(val, 2, l),
           val_labels=None if val is None else val.labels)
       name = f"z{l + 1}"
       result.scalars[f"{self.name}/{name}"] = out.accuracy

@@ -125,7 +125,9 @@ def _assert_same(a, b):
 
 
 def _warnings(caplog) -> list[str]:
-  return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+  # orbax warns when a save waited on the previous one: a matter of load, not of the restore.
+  return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+          and not r.getMessage().startswith("Waiting for previous save to complete")]
 
 
 @pytest.mark.parametrize("fault, reason", [

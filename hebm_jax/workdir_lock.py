@@ -195,6 +195,7 @@ class Lease:
     self.clock, self.sleep, self.settle_s, self.heartbeat = clock, sleep, settle_s, heartbeat
     self.info: dict[str, Any] | None = None
     self.lost = False
+    self.taken_by: dict | None = None  # the stored lease that replaced this run's, once lost
     self._stop = threading.Event()
     self._thread: threading.Thread | None = None
 
@@ -238,8 +239,7 @@ class Lease:
     if self.info is None or self.lost:
       return False
     current = _parse(self.store.read())
-    if not current or current.get("token") != self.info["token"]:
-      self.lost = True
+    if not self._is_ours(current):
       logging.error("Lost the lease %s of %s to %s: this run's heartbeats did not land for "
                     "config.train.lease_timeout_s=%g s, so another run took over; stop this one.",
                     self._name(), self.where, describe(current), self.timeout_s)
@@ -258,10 +258,15 @@ class Lease:
     except Exception as e:  # pylint: disable=broad-except
       logging.warning("Could not read the lease %s to check it: %s", self._name(), e)
       return True
-    if not current or current.get("token") != self.info["token"]:
-      self.lost = True
-      return False
-    return True
+    return self._is_ours(current)
+
+  def _is_ours(self, current: dict | None) -> bool:
+    """Whether `current` (the stored lease, parsed) is this run's; if not, the lease is lost and
+    `taken_by` is what the store holds instead."""
+    if current and current.get("token") == self.info["token"]:
+      return True
+    self.lost, self.taken_by = True, current
+    return False
 
   def _beat(self) -> None:
     while not self._stop.wait(self.timeout_s / 4):
@@ -363,7 +368,7 @@ def check_held(workdir: str, step: int) -> None:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     lost = bool(multihost_utils.broadcast_one_to_all(np.int32(lost)))
   if lost:
-    holder = describe(_parse(lock.store.read())) if isinstance(lock, Lease) else "another run"
+    holder = describe(lock.taken_by) if isinstance(lock, Lease) else "another run"
     raise WorkdirLockError(
         f"--workdir={workdir}: this training run lost its lease to {holder} (its heartbeats did "
         f"not land for config.train.lease_timeout_s), so it stops at step {step} without saving: "

@@ -13,7 +13,8 @@ from hebm_jax.evaluation import classifier
 from hebm_jax.evaluation.encode import Codes
 from hebm_jax.evaluation.evaluators import base
 
-INPUTS = ("mean", "sample")
+# eval.classifier.input: what the classifier sees, as the results' settings describe it.
+INPUTS = {"mean": "posterior means", "sample": "one posterior sample per image"}
 
 
 def classifier_inputs(codes: Codes, layer: int, kind: str, key: jax.Array) -> np.ndarray:
@@ -29,7 +30,7 @@ def classifier_inputs(codes: Codes, layer: int, kind: str, key: jax.Array) -> np
   if kind == "mean":
     return mean
   if kind != "sample":
-    raise ValueError(f"kind must be one of {INPUTS}, got {kind!r}")
+    raise ValueError(f"kind must be one of {tuple(INPUTS)}, got {kind!r}")
   eps = np.asarray(jax.random.normal(key, mean.shape, np.float32))
   return mean + np.exp(0.5 * np.asarray(codes.logvars[layer], np.float32)) * eps
 
@@ -92,8 +93,9 @@ class LatentClassifier(base.Evaluator):
                  f"must be positive, got {c.learning_rate!r}.")
     base.require(isinstance(c.num_train, int) and c.num_train >= 0, "eval.classifier.num_train",
                  f"must be a non-negative integer (0: all), got {c.num_train!r}.")
-    base.require(c.get("input", "mean") in INPUTS, "eval.classifier.input",
-                 f"must be one of {INPUTS}, got {c.get('input')!r}.")
+    kind = c.get("input", "mean")
+    base.require(isinstance(kind, str) and kind in INPUTS, "eval.classifier.input",
+                 f"must be one of {tuple(INPUTS)}, got {c.get('input')!r}.")
     check_splits(config)
 
   def __init__(self, config, model, data):
@@ -108,8 +110,7 @@ class LatentClassifier(base.Evaluator):
     train, val = classifier_splits(self.config)
     return {**c.to_dict(), "train_split": train, "validation_split": val,
             "test_split": self.config.data.eval_split,
-            "input": {"mean": "posterior means", "sample": "one posterior sample per image"}[
-                c.get("input", "mean")],
+            "input": INPUTS[c.get("input", "mean")],
             "epoch_selection": "best validation accuracy" if val else "last epoch"}
 
   def run(self, state, step, key, with_figures=True) -> base.EvalResult:

@@ -266,3 +266,26 @@ def test_results_of_other_metrics_are_merged_not_lost(tmp_path):
   assert json.load(open(path))["results"] == {"b": 2.0}
   kept = [p for p in tmp_path.iterdir() if p.name != "results_00000010.json"]
   assert len(kept) == 1 and json.load(open(kept[0]))["results"] == {"a": 1.0, "b": 2.0}
+
+
+def test_a_metric_evaluated_again_with_other_settings_sets_the_old_file_aside(tmp_path):
+  path = str(tmp_path / "results_00000010.json")
+
+  def record(z3, classifier_input):
+    return {"checkpoint_steps": [10], "results": {"z3": z3, "kl": float("inf")},
+            "std_over_checkpoints": {}, "per_checkpoint": {10: {"z3": z3, "kl": float("inf")}},
+            "paper": {}, "details": {}, "seconds": {"z3": 1.0},
+            "settings": {"seed": 0, "latent_classifier": {"input": classifier_input}},
+            "figures": []}
+
+  results.write_json(path, results.merge_with_existing(path, record(0.7, "mean")))
+  # The same evaluation again (inf and int keys read back from JSON compare equal): nothing set aside.
+  results.write_json(path, results.merge_with_existing(path, record(0.7, "mean")))
+  assert [p.name for p in tmp_path.iterdir()] == ["results_00000010.json"]
+  # Another classifier input: the new numbers are written, the old file is kept beside them.
+  results.write_json(path, results.merge_with_existing(path, record(0.72, "sample")))
+  assert json.load(open(path))["results"]["z3"] == 0.72
+  kept = [p for p in tmp_path.iterdir() if p.name != "results_00000010.json"]
+  assert len(kept) == 1 and kept[0].name.startswith("results_00000010.2")
+  old = json.load(open(kept[0]))
+  assert old["results"]["z3"] == 0.7 and old["settings"]["latent_classifier"] == {"input": "mean"}

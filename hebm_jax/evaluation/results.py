@@ -80,8 +80,11 @@ def merge_with_existing(path: str, results: dict) -> dict:
   """`results`, plus the metrics an earlier evaluation of the same checkpoints wrote to `path`.
 
   Evaluating other metrics of a step must not lose the numbers already there: metrics present
-  in both take the new values, the others are kept. A file for other checkpoints (another
-  eval.num_checkpoints) is renamed `<path>.<UTC time>.json` rather than merged or overwritten.
+  in both take the new values, the others are kept. Whatever the new file would lose is set aside
+  first, by renaming the old file `<path>.<UTC time>.json`: a file for other checkpoints (another
+  eval.num_checkpoints), which is then not merged, and a file whose numbers or settings of a
+  metric this evaluation changes (another `eval.classifier.input`, say). Re-running an evaluation
+  with the same settings and results renames nothing.
   """
   if not fileio.exists(path):
     return results
@@ -90,9 +93,10 @@ def merge_with_existing(path: str, results: dict) -> dict:
   except (OSError, ValueError):
     old = None
   if not old or old.get("checkpoint_steps") != list(results["checkpoint_steps"]):
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    fileio.rename(path, f"{path[:-len('.json')]}.{stamp}.json")
+    _set_aside(path)
     return results
+  if _overwrites(old, results):
+    _set_aside(path)
   merged = dict(results)
   for key in _PER_METRIC:
     merged[key] = {**old.get(key, {}), **results.get(key, {})}
@@ -102,3 +106,18 @@ def merge_with_existing(path: str, results: dict) -> dict:
   merged["settings"] = {**old.get("settings", {}), **results["settings"]}
   merged["figures"] = sorted(set(old.get("figures", [])) | set(results["figures"]))
   return merged
+
+
+def _overwrites(old: dict, new: dict) -> bool:
+  """Whether merging `new` into `old` changes a number or a setting `old` holds (as JSON)."""
+  new = json.loads(json.dumps(_jsonable(new)))  # inf as "inf", int keys as strings: as `old` reads
+  for key in ("results", "settings"):
+    before, after = old.get(key, {}), new.get(key, {})
+    if any(before[name] != after[name] for name in before.keys() & after.keys()):
+      return True
+  return False
+
+
+def _set_aside(path: str) -> None:
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S")
+  fileio.rename(path, f"{path[:-len('.json')]}.{stamp}.json")

@@ -138,3 +138,15 @@ def test_local_writes_replace_the_file_whole(tmp_path):
   fileio.write_text(path, "new")
   assert fileio.read_text(path) == "new"
   assert os.listdir(tmp_path / "deep" / "dir") == ["state.json"]  # no temporary left behind
+
+
+def test_runs_over_seeds_are_read_from_a_bucket(bucket):
+  from hebm_jax.evaluation import seeds  # pylint: disable=g-import-not-at-top
+  url, _ = bucket
+  for prior, z3 in (("ebm", 0.7), ("gaussian", 0.6)):
+    results.write_json(f"{url}/out/table1_{prior}_s5/eval/results_00000100.json",
+                       _record([100], {"latent_classifier/z3": z3}))
+  runs = seeds.load_runs(f"{url}/out")
+  assert [(r.prior, r.seed, r.results["latent_classifier/z3"]) for r in runs] == [
+      ("ebm", 5, 0.7), ("gaussian", 5, 0.6)]
+  assert seeds.main(["seeds", f"{url}/out"]) == 0

@@ -9,10 +9,10 @@ import pytest
 from hebm_jax.evaluation import seeds
 
 
-def _write(root, name, step, results, stamp=""):
+def _write(root, name, step, results, stamp="", std=None):
   path = root / name / "eval"
   path.mkdir(parents=True, exist_ok=True)
-  record = {"checkpoint_steps": [step], "results": results}
+  record = {"checkpoint_steps": [step], "results": results, "std_over_checkpoints": std or {}}
   (path / f"results_{step:08d}{stamp}.json").write_text(json.dumps(record))
 
 
@@ -27,7 +27,8 @@ def test_runs_are_read_from_their_newest_results_not_the_files_set_aside(tmp_pat
   _write(tmp_path, "table1_ebm_s1", 4000, _z(0.5))
   _write(tmp_path, "table1_ebm_s1", 12000, _z(0.7))
   _write(tmp_path, "table1_ebm_s1", 90000, _z(0.1), stamp=".20261205T010203")  # set aside
-  _write(tmp_path, "anomaly4_gaussian_s2", 5000, {"anomaly/auprc": 0.68})
+  _write(tmp_path, "anomaly4_gaussian_s2", 5000, {"anomaly/auprc": 0.68},
+         std={"anomaly/auprc": 0.016})
   _write(tmp_path, "sweep_ebm_s1", 10, _z(0.9))        # not a run of the script
   (tmp_path / "table1_gaussian_s1").mkdir()             # not evaluated yet
   runs = seeds.load_runs(str(tmp_path))
@@ -36,6 +37,8 @@ def test_runs_are_read_from_their_newest_results_not_the_files_set_aside(tmp_pat
   assert anomaly.arm == ("anomaly", 4, "gaussian") and anomaly.seed == 2
   assert table1.arm == ("table1", None, "ebm") and table1.steps == (12000,)
   assert table1.results["latent_classifier/z3"] == 0.7
+  # Table 3's protocol is mean ± std over checkpoints: the run's line keeps the std.
+  assert "anomaly4_gaussian_s2         AUPRC 0.680 ± 0.016 (steps 5000-5000)" in seeds.report(runs)
 
 
 def test_spread_is_the_sample_std_and_the_student_t_interval():

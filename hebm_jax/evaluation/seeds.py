@@ -3,7 +3,8 @@
 One MNIST run per setting cannot carry the paper's claims: two seeds of one recipe differ by up to
 24 points of top-layer accuracy (RESULTS.md). This module reads the run directories that
 `scripts/mnist_tables.sh` writes (`table1_<prior>_s<seed>`, `anomaly<digit>_<prior>_s<seed>`), each
-with its `eval/results_<step>.json`, and summarises them per arm and per seed pair:
+with its `eval/results_<step>.json` (local or a gs:// URL, through `hebm_jax.fileio`), and
+summarises them per arm and per seed pair:
 
     python -m hebm_jax.evaluation.seeds OUT
 """
@@ -11,16 +12,17 @@ with its `eval/results_<step>.json`, and summarises them per arm and per seed pa
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import math
-import os
 import re
 import sys
 from collections.abc import Sequence
 
 import numpy as np
+from etils import epath
 from scipy import stats
+
+from hebm_jax import fileio
 
 _RUN = re.compile(r"^(?P<table>table1|anomaly(?P<digit>\d))_(?P<prior>[a-z]+)_s(?P<seed>\d+)$")
 _RESULTS = re.compile(r"^results_(?P<step>\d+)\.json$")  # not the time-stamped files set aside
@@ -36,6 +38,7 @@ class Run:
   seed: int
   steps: tuple[int, ...]  # the checkpoints the results average over
   results: dict[str, float]
+  std: dict[str, float]   # each result's std over those checkpoints (empty for one)
 
   @property
   def arm(self) -> tuple[str, int | None, str]:
@@ -45,20 +48,21 @@ class Run:
 def load_runs(out: str) -> list[Run]:
   """The runs under `out` that have an evaluation, sorted by name; others are skipped."""
   runs = []
-  for path in sorted(glob.glob(os.path.join(out, "*_s*"))):
-    match = _RUN.match(os.path.basename(path))
-    files = sorted(f for f in glob.glob(os.path.join(path, "eval", "results_*.json"))
-                   if _RESULTS.match(os.path.basename(f)))
-    if not match or not files:
+  for path in sorted(epath.Path(out).iterdir(), key=lambda p: p.name):
+    match = _RUN.match(path.name)
+    if not match or not (path / "eval").is_dir():
       continue
-    with open(files[-1]) as f:
-      record = json.load(f)
+    files = sorted(f.name for f in (path / "eval").iterdir() if _RESULTS.match(f.name))
+    if not files:
+      continue
+    record = json.loads(fileio.read_text(str(path / "eval" / files[-1])))
     digit = match["digit"]
     runs.append(Run(
-        name=os.path.basename(path), table="anomaly" if digit else "table1",
+        name=path.name, table="anomaly" if digit else "table1",
         digit=int(digit) if digit else None, prior=match["prior"], seed=int(match["seed"]),
         steps=tuple(record["checkpoint_steps"]),
-        results={k: float(v) for k, v in record["results"].items()}))
+        results={k: float(v) for k, v in record["results"].items()},
+        std={k: float(v) for k, v in record.get("std_over_checkpoints", {}).items()}))
   return runs
 
 
@@ -117,7 +121,10 @@ def report(runs: Sequence[Run]) -> str:
   for run in runs:
     res = run.results
     if run.table == "anomaly":
-      text = f"AUPRC {res.get('anomaly/auprc', math.nan):.3f} (steps {run.steps[0]}-{run.steps[-1]})"
+      std = run.std.get("anomaly/auprc")
+      text = (f"AUPRC {res.get('anomaly/auprc', math.nan):.3f}"
+              + (f" ± {std:.3f}" if std is not None else "")
+              + f" (steps {run.steps[0]}-{run.steps[-1]})")
     else:
       test = " / ".join(f"{100 * res[f'latent_classifier/z{i}']:.2f}" for i in (1, 2, 3)
                         if f"latent_classifier/z{i}" in res)
@@ -125,31 +132,31 @@ def report(runs: Sequence[Run]) -> str:
       text = (f"z1/z2/z3 test {test} %" + (f", val z3 {100 * val:.2f} %" if val is not None else "")
               + f" (step {run.steps[-1]}), prior KL {res.get('prior_kl', math.nan):.3f}")
     lines.append(f"  {run.name:28s} {text}")
-  metrics = [("latent_classifier_val/z3", 100, "Table 1 val z3 %"),
-             ("latent_classifier/z3", 100, "Table 1 test z3 %"),
-             ("latent_classifier/z2", 100, "Table 1 test z2 %"),
-             ("latent_classifier/z1", 100, "Table 1 test z1 %"),
-             ("anomaly/auprc", 1, "Table 3 AUPRC")]
+  metrics = [("latent_classifier_val/z3", 100, 2, "Table 1 val z3 %"),  # (name, scale, digits, label)
+             ("latent_classifier/z3", 100, 2, "Table 1 test z3 %"),
+             ("latent_classifier/z2", 100, 2, "Table 1 test z2 %"),
+             ("latent_classifier/z1", 100, 2, "Table 1 test z1 %"),
+             ("anomaly/auprc", 1, 3, "Table 3 AUPRC")]
   lines.append("mean ± std over seeds [95 % t interval of the mean]:")
-  for metric, scale, label in metrics:
+  for metric, scale, digits, label in metrics:
     for (table, digit, prior), s in by_arm(runs, metric).items():
       arm = f"{prior}" + (f", digit {digit}" if digit is not None else "")
-      lines.append(f"  {label:18s} {arm:18s} {s.format(scale, 2 if scale > 1 else 3)}")
+      lines.append(f"  {label:18s} {arm:18s} {s.format(scale, digits)}")
   lines.append("ebm minus gaussian, paired by seed:")
-  for metric, scale, label in metrics:
+  for metric, scale, digits, label in metrics:
     table = "anomaly" if metric.startswith("anomaly") else "table1"
     for digit in sorted({r.digit for r in runs if r.table == table}, key=str):
       pair = paired(runs, metric, table, digit)
       if pair:
         seeds, s = pair
         where = f"digit {digit}" if digit is not None else ""
-        lines.append(f"  {label:18s} {where:18s} {s.format(scale, 2 if scale > 1 else 3)}"
+        lines.append(f"  {label:18s} {where:18s} {s.format(scale, digits)}"
                      f" seeds {','.join(map(str, seeds))}")
   return "\n".join(lines)
 
 
 def main(argv: Sequence[str]) -> int:
-  if len(argv) != 2 or not os.path.isdir(argv[1]):
+  if len(argv) != 2 or not fileio.is_dir(argv[1]):
     print("usage: python -m hebm_jax.evaluation.seeds OUT  (a directory of scripts/mnist_tables.sh "
           "runs)", file=sys.stderr)
     return 2

@@ -52,6 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
   prior.activation = "leaky_relu"   # 'leaky_relu', 'gelu', 'swish' or 'elu'
   prior.negative_slope = 0.2
   prior.spectral_norm = True
+  prior.output_scale = 1.0          # f = scale * MLP(z); with spectral norm, f is scale-Lipschitz
 
   config.sampler = sampler = ml_collections.ConfigDict()
   sampler.n_steps = 60              # K, short-run prior Langevin steps in training and sampling

@@ -79,6 +79,8 @@ def validate_config(config, num_devices: int | None = None) -> None:
     _positive(config, "prior.width", integer=True)
     _require(p.activation in models.ACTIVATIONS, "prior.activation",
              f"unknown activation {p.activation!r}; expected one of {models.ACTIVATIONS}.")
+    if "output_scale" in p:
+      _positive(config, "prior.output_scale")
 
   _positive(config, "sampler.n_steps", integer=True)
   _positive(config, "sampler.step_size")

@@ -109,6 +109,9 @@ def layer_mappings(config) -> list[LayerMapping]:
     raise ConversionError(f"config.model.family={m.family!r} has no PyTorch counterpart: the "
                           "authors' code has only the 'hs' (train_hs.py) and 'fid' (train_fid.py) "
                           "networks.")
+  if p.type == "ebm" and p.get("output_scale", 1.0) != 1.0:
+    raise ConversionError(f"config.prior.output_scale={p.output_scale!r}: the authors' energy "
+                          "network has no output scale; convert with 1.0.")
   num_layers = len(m.z_dims)
   top = num_layers - 1
   ch = tuple(m.channels)

@@ -40,6 +40,8 @@ def _set(config, field, value):
     ("objective.likelihood", "laplace", "objective.likelihood"),
     ("prior.type", "flow", "prior.type"),
     ("prior.activation", "tanh", "prior.activation"),
+    ("prior.output_scale", 0.0, "prior.output_scale"),
+    ("prior.output_scale", -2.0, "prior.output_scale"),
     ("sampler.n_steps", 0, "sampler.n_steps"),
     ("sampler.n_steps", -5, "sampler.n_steps"),
     ("sampler.step_size", 0.0, "sampler.step_size"),

@@ -441,6 +441,13 @@ def test_missing_key_is_named(golden, config):
     convert.torch_to_params(state_dicts, config)
 
 
+def test_scaled_prior_is_refused(golden, config):
+  scaled = config.copy_and_resolve_references()
+  scaled.prior.output_scale = 4.0
+  with pytest.raises(convert.ConversionError, match=r"config\.prior\.output_scale=4\.0"):
+    convert.torch_to_params(_stage(golden, "init/"), scaled)
+
+
 def test_wrong_shape_is_named(golden, config):
   state_dicts = _stage(golden, "init/")
   state_dicts["netG"]["latent0_act.0.weight"] = np.zeros((4096, 2), np.float32)

@@ -457,6 +457,50 @@ def test_prior_without_spectral_norm():
                              rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("spectral_norm", [False, True])
+def test_prior_output_scale_multiplies_f_and_keeps_init(spectral_norm):
+  z = jax.random.normal(jax.random.PRNGKey(0), (7, 6))
+  base = models.EnergyPrior(num_layers=2, width=8, spectral_norm=spectral_norm)
+  scaled = models.EnergyPrior(num_layers=2, width=8, spectral_norm=spectral_norm, output_scale=3.0)
+  variables = base.init(jax.random.PRNGKey(1), z)
+  # Same parameters and spectral-norm state at init: the scale is not a parameter.
+  jax.tree.map(np.testing.assert_array_equal, variables, scaled.init(jax.random.PRNGKey(1), z))
+  kwargs = {"mutable": ["batch_stats"]} if spectral_norm else {}
+  f, f3 = base.apply(variables, z, **kwargs), scaled.apply(variables, z, **kwargs)
+  if spectral_norm:
+    (f, stats), (f3, stats3) = f, f3
+    jax.tree.map(np.testing.assert_array_equal, stats, stats3)
+  np.testing.assert_allclose(np.asarray(f3), 3.0 * np.asarray(f), rtol=1e-6, atol=1e-7)
+
+
+def test_spectral_norm_prior_is_output_scale_lipschitz():
+  """With converged power iterations, |grad f| <= output_scale everywhere (leaky ReLU)."""
+  prior = models.EnergyPrior(num_layers=3, width=16, output_scale=2.5)
+  z = 3.0 * jax.random.normal(jax.random.PRNGKey(0), (256, 6))
+  variables = prior.init(jax.random.PRNGKey(1), z)
+  # Sharpen the weights so that an unnormalised f would be far steeper than the bound.
+  variables = {**variables,
+               "params": jax.tree.map(lambda w: 10.0 * w, variables["params"])}
+  stats = variables["batch_stats"]
+  for _ in range(100):
+    _, updates = prior.apply({**variables, "batch_stats": stats}, z, mutable=["batch_stats"])
+    stats = updates["batch_stats"]
+  f = lambda zi: prior.apply({**variables, "batch_stats": stats}, zi[None], update_stats=False)[0]
+  grad_norms = np.linalg.norm(np.asarray(jax.vmap(jax.grad(f))(z)), axis=-1)
+  assert grad_norms.max() <= 2.5 * (1 + 1e-3), grad_norms.max()
+  plain = models.EnergyPrior(num_layers=3, width=16, spectral_norm=False)
+  g = lambda zi: plain.apply({"params": variables["params"]}, zi[None])[0]
+  assert np.linalg.norm(np.asarray(jax.vmap(jax.grad(g))(z)), axis=-1).max() > 10 * 2.5
+
+
+def test_build_models_passes_prior_output_scale():
+  config = default.get_config()
+  config.prior.output_scale = 5.0
+  assert models.build_models(config)[2].output_scale == 5.0
+  config.prior.output_scale = 1.0
+  assert models.build_models(config)[2].output_scale == 1.0
+
+
 @pytest.mark.parametrize("activation,fn", [
     ("leaky_relu", lambda x: np.where(x > 0, x, 0.2 * x)),
     ("gelu", None),

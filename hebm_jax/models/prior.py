@@ -30,17 +30,21 @@ class _MaybeSNDense(nn.Module):
 
 
 class EnergyPrior(nn.Module):
-  """f_alpha([z_1..z_L]): `num_layers` x (Dense(width) -> act) -> Dense(1), optional spectral norm.
+  """f_alpha([z_1..z_L]) = output_scale * MLP(z): `num_layers` x (Dense(width) -> act) -> Dense(1).
 
   With spectral normalisation (as in the reference, on every Dense including the output), each
   call with `update_stats=True` runs one power iteration and updates `u` in the `batch_stats`
-  collection, as PyTorch's `spectral_norm` does in train mode.
+  collection, as PyTorch's `spectral_norm` does in train mode. Every Dense then has spectral
+  norm 1, and with a 1-Lipschitz activation (leaky ReLU, ELU) f is `output_scale`-Lipschitz:
+  the scale bounds how far the prior can tilt N(0, I), while spectral norm keeps f from
+  running away.
   """
   num_layers: int = 4
   width: int = 50
   activation: str = "leaky_relu"
   negative_slope: float = 0.2
   spectral_norm: bool = True
+  output_scale: float = 1.0
 
   @nn.compact
   def __call__(self, z: Array, update_stats: bool = True) -> Array:
@@ -49,4 +53,6 @@ class EnergyPrior(nn.Module):
     h = z
     for i in range(self.num_layers):
       h = act(_MaybeSNDense(self.width, self.spectral_norm, name=f"fc{i + 1}")(h, update_stats))
-    return _MaybeSNDense(1, self.spectral_norm, name="out")(h, update_stats)[..., 0]
+    f = _MaybeSNDense(1, self.spectral_norm, name="out")(h, update_stats)[..., 0]
+    # Multiplying by exactly 1.0 is skipped so the default's arithmetic stays the reference's.
+    return f if self.output_scale == 1.0 else self.output_scale * f

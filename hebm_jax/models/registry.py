@@ -113,5 +113,6 @@ def build_models(config):
   prior = None
   if p.type == "ebm":
     prior = EnergyPrior(num_layers=p.num_layers, width=p.width, activation=p.activation,
-                        negative_slope=p.negative_slope, spectral_norm=p.spectral_norm)
+                        negative_slope=p.negative_slope, spectral_norm=p.spectral_norm,
+                        output_scale=float(p.get("output_scale", 1.0)))
   return encoder, generator, prior

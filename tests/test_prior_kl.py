@@ -38,6 +38,7 @@ def test_flat_energy_gives_exactly_zero_jointly_and_per_layer():
     for k in ("kl", "kl_std_error", "log_z", "mean_f"):
       assert float(out[k]) == 0.0, (method, k)
     np.testing.assert_array_equal(out["layer_kl"], np.zeros(3))
+    assert float(out["grad_norm"]) == 0.0
     assert float(out["ess"]) == 512.0 and not bool(out["used_ais"])
 
 
@@ -55,6 +56,9 @@ def test_quadratic_energy_gives_the_gaussian_kl(method):
   _close(out, "kl", per_dim * sum(Z_DIMS))
   np.testing.assert_allclose(out["log_z"], -0.5 * sum(Z_DIMS) * math.log(1 + a), atol=0.05)
   _close(out, "layer_kl", per_dim * np.asarray(Z_DIMS))
+  # |grad f| = a |z|, z ~ N(0, I_6): a E[chi_6] = a sqrt(2) Gamma(7/2) / Gamma(3).
+  chi_mean = math.sqrt(2) * math.gamma(3.5) / math.gamma(3.0)
+  np.testing.assert_allclose(out["grad_norm"], a * chi_mean, rtol=0.02)
 
 
 def test_linear_energy_gives_half_the_squared_norm():
@@ -63,6 +67,7 @@ def test_linear_energy_gives_half_the_squared_norm():
   f = lambda z: z @ jnp.asarray(b)
   out = pk.prior_kl(f, Z_DIMS, jax.random.PRNGKey(2), 8192, 4)
   _close(out, "kl", 0.5 * float(b @ b))
+  np.testing.assert_allclose(out["grad_norm"], np.linalg.norm(b), rtol=1e-5)
   parts = np.split(b, np.cumsum(Z_DIMS)[:-1])
   _close(out, "layer_kl", [0.5 * float(p @ p) for p in parts])
 
@@ -135,8 +140,9 @@ def test_scalars_of_a_tiny_model(prior_type):
   assert all(isinstance(v, float) for v in scalars.values())
   if prior_type == "gaussian":
     assert scalars["prior_kl"] == 0.0 and scalars["prior_kl/z3"] == 0.0
+    assert scalars["prior_kl/grad_norm"] == 0.0
   else:  # an untrained EBM is a tilt: a small positive KL, its marginals no larger
-    assert 0 < scalars["prior_kl"] < 1
+    assert 0 < scalars["prior_kl"] < 1 and scalars["prior_kl/grad_norm"] > 0
     assert all(-1e-3 < scalars[f"prior_kl/z{l}"] < scalars["prior_kl"] + 1e-3 for l in (1, 2, 3))
   # The evaluator returns the same numbers.
   evaluator = METRICS["prior_kl"](config, model, data=None)

@@ -25,6 +25,10 @@ biased low by about Var/(2M) at each z_l; grow `inner_samples` until the numbers
 layer estimates use Gaussian draws whatever the method: for large layers or sharp conditionals
 read their ESS.
 
+How steep the tilt is: 'grad_norm' = E_{N(0, I)} |grad_z f(z)|, at the same N draws. With
+spectral norm, f is `prior.output_scale`-Lipschitz, so this is at most the scale; it shows
+whether a prior that stays near N(0, I) is held there by that bound or never learned to use it.
+
 Errors: the standard errors are delta-method ones from the same weights (optimistic when the
 weights are heavy-tailed: a small ESS means the number is not to be trusted whatever its error).
 
@@ -141,7 +145,8 @@ def prior_kl(log_f_fn: Callable[[Array], Array], z_dims: Sequence[int], key: Arr
 
   Returns:
     dict: 'kl', 'kl_std_error', 'log_z', 'mean_f', 'ess' (scalars, from the method used),
-    'used_ais' (bool scalar), 'layer_kl', 'layer_kl_std_error', 'layer_ess' ((L,) each).
+    'used_ais' (bool scalar), 'grad_norm' (scalar, E_{N(0, I)} |grad f|), 'layer_kl',
+    'layer_kl_std_error', 'layer_ess' ((L,) each).
 
   Raises:
     ValueError: bad sizes or method (before any tracing).
@@ -159,6 +164,9 @@ def prior_kl(log_f_fn: Callable[[Array], Array], z_dims: Sequence[int], key: Arr
   k_outer, k_inner, k_ais = jax.random.split(key, 3)
   z = jax.random.normal(k_outer, (num_samples, d))
   f = _apply_chunked(log_f_fn, z, _CHUNK)
+  # Rows are independent, so the gradient of the sum is each row's own gradient.
+  grad_norm = jnp.mean(_apply_chunked(
+      lambda zc: jnp.linalg.norm(jax.grad(lambda x: jnp.sum(log_f_fn(x)))(zc), axis=-1), z, _CHUNK))
 
   def by_ais():
     ais = likelihood.log_normalizer_ais(log_f_fn, k_ais, d, num_samples, ais_temperatures,
@@ -181,7 +189,7 @@ def prior_kl(log_f_fn: Callable[[Array], Array], z_dims: Sequence[int], key: Arr
     inner = jax.random.normal(k_inner, (inner_samples, d))
     h = layer_log_tilts(log_f_fn, z, z_dims, inner)
     layers = jax.vmap(kl_from_weights)(h, h)
-  return {**joint, "used_ais": used_ais, "layer_kl": layers["kl"],
+  return {**joint, "used_ais": used_ais, "grad_norm": grad_norm, "layer_kl": layers["kl"],
           "layer_kl_std_error": layers["kl_std_error"], "layer_ess": layers["ess"]}
 
 
@@ -190,7 +198,7 @@ def gaussian_kl(z_dims: Sequence[int]) -> dict[str, Array]:
   num_layers = len(tuple(z_dims))
   zero = jnp.zeros(())
   return {"kl": zero, "kl_std_error": zero, "log_z": zero, "mean_f": zero,
-          "ess": jnp.asarray(jnp.inf), "used_ais": jnp.asarray(False),
+          "ess": jnp.asarray(jnp.inf), "used_ais": jnp.asarray(False), "grad_norm": zero,
           "layer_kl": jnp.zeros(num_layers), "layer_kl_std_error": jnp.zeros(num_layers),
           "layer_ess": jnp.full(num_layers, jnp.inf)}
 
@@ -228,13 +236,13 @@ def model_prior_kl(model, state, key: Array, settings) -> dict[str, Array]:
 def to_scalars(out: dict, name: str = "prior_kl") -> dict[str, float]:
   """{'prior_kl': KL, 'prior_kl/z1': layer 1's marginal KL, ..., 'prior_kl/std_error',
   'prior_kl/log_z', 'prior_kl/mean_f', 'prior_kl/ess' (of the method used; inf for the Gaussian
-  prior)} as python floats."""
+  prior), 'prior_kl/grad_norm'} as python floats."""
   out = jax.device_get(out)
   scalars = {name: float(out["kl"])}
   scalars.update({f"{name}/z{l + 1}": float(v) for l, v in enumerate(np.asarray(out["layer_kl"]))})
   scalars.update({f"{name}/std_error": float(out["kl_std_error"]),
                   f"{name}/log_z": float(out["log_z"]), f"{name}/mean_f": float(out["mean_f"]),
-                  f"{name}/ess": float(out["ess"])})
+                  f"{name}/ess": float(out["ess"]), f"{name}/grad_norm": float(out["grad_norm"])})
   return scalars
 
 

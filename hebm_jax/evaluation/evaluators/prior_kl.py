@@ -23,8 +23,8 @@ def check_settings(config) -> None:
 
 class PriorKL(base.Evaluator):
   """`prior_kl.prior_kl` of the checkpoint's prior: 'prior_kl' (joint), 'prior_kl/zK' (layer K's
-  marginal), with its standard error, log Z, E_p[f] and effective sample size. Exactly 0 for the
-  Gaussian prior. Reads no data."""
+  marginal), with its standard error, log Z, E_p[f], effective sample size and the mean |grad f|
+  under N(0, I). Exactly 0 for the Gaussian prior. Reads no data."""
   name = "prior_kl"
   description = "KL(p_alpha || N(0, I)) of the prior, joint and per layer"
 

@@ -38,7 +38,8 @@ from hebm_jax import fileio
 ARCHITECTURE_FIELDS = ("data.image_size", "data.channels", "model", "prior")
 # Architecture fields added after checkpoints were written without them, with the value that
 # builds the network those checkpoints hold: absent from a saved config means this value.
-ADDED_ARCHITECTURE_FIELDS = {"model.output": "", "model.std_head": "logvar"}
+ADDED_ARCHITECTURE_FIELDS = {"model.output": "", "model.std_head": "logvar",
+                             "prior.output_scale": 1.0}
 
 
 # Bumped when the digest's layout changes; a digest of a newer version is not checked.

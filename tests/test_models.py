@@ -501,6 +501,17 @@ def test_build_models_passes_prior_output_scale():
   assert models.build_models(config)[2].output_scale == 1.0
 
 
+def test_checkpoints_from_before_output_scale_match_scale_one_only():
+  from hebm_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  saved = checkpointing.config_to_dict(config)
+  del saved["prior"]["output_scale"]  # as written before the field existed
+  assert checkpointing.architecture_differences(saved, config) == []
+  config.prior.output_scale = 4.0
+  assert checkpointing.architecture_differences(saved, config) == [
+      "prior.output_scale: checkpoint None vs config 4.0"]
+
+
 @pytest.mark.parametrize("activation,fn", [
     ("leaky_relu", lambda x: np.where(x > 0, x, 0.2 * x)),
     ("gelu", None),

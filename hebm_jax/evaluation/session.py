@@ -49,7 +49,9 @@ def resolve_metrics(config) -> list[type]:
       raise ConfigError(f"config.eval.metrics: unknown metric {name!r}.{hint} Known metrics: "
                         f"{', '.join(sorted(METRICS))}.")
     if METRICS[name] in classes:
-      raise ConfigError(f"config.eval.metrics: {name!r} is listed twice.")
+      # ml_collections appends each repeated --config.eval.metrics flag to the tuple.
+      raise ConfigError(f"config.eval.metrics: {name!r} is listed twice (a repeated "
+                        "--config.eval.metrics flag adds to the list; give the list once).")
     classes.append(METRICS[name])
   for cls in classes:
     cls.check(config)

@@ -29,11 +29,12 @@ cd "$(dirname "$0")/.."
 read -r -a extra <<< "${EXTRA_FLAGS:-}"
 data=(--config.data.data_dir="$DATA_DIR")
 
-run() {  # run LOG ARGS...: main.py, its console in OUT/LOG
+run() {  # run LOG ARGS...: main.py, its console appended to OUT/LOG (a rerun keeps the earlier part)
   local log=$1
   shift
   echo "$(date -u +%H:%M:%S) $log"
-  python main.py "$@" "${data[@]}" "${extra[@]}" > "$out/$log" 2>&1 || {
+  echo "=== $(date -u +%Y-%m-%dT%H:%M:%SZ) python main.py $*" >> "$out/$log"
+  python main.py "$@" "${data[@]}" "${extra[@]}" >> "$out/$log" 2>&1 || {
     echo "failed: see $out/$log"; tail -n 3 "$out/$log"; return 1; }
 }
 

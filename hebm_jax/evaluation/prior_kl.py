@@ -26,8 +26,9 @@ layer estimates use Gaussian draws whatever the method: for large layers or shar
 read their ESS.
 
 How steep the tilt is: 'grad_norm' = E_{N(0, I)} |grad_z f(z)|, at the same N draws. With
-spectral norm, f is `prior.output_scale`-Lipschitz, so this is at most the scale; it shows
-whether a prior that stays near N(0, I) is held there by that bound or never learned to use it.
+spectral norm (converged power iterations) and a 1-Lipschitz activation, f is
+`prior.output_scale`-Lipschitz, so this is at most the scale; it shows whether a prior that stays
+near N(0, I) is held there by that bound or never learned to use it.
 
 Errors: the standard errors are delta-method ones from the same weights (optimistic when the
 weights are heavy-tailed: a small ESS means the number is not to be trusted whatever its error).

@@ -53,6 +53,6 @@ class EnergyPrior(nn.Module):
     h = z
     for i in range(self.num_layers):
       h = act(_MaybeSNDense(self.width, self.spectral_norm, name=f"fc{i + 1}")(h, update_stats))
+    # x * 1.0 is exact in floating point, so the default scale keeps the reference's numbers.
     f = _MaybeSNDense(1, self.spectral_norm, name="out")(h, update_stats)[..., 0]
-    # Multiplying by exactly 1.0 is skipped so the default's arithmetic stays the reference's.
-    return f if self.output_scale == 1.0 else self.output_scale * f
+    return self.output_scale * f

@@ -6,7 +6,8 @@ image of the held-out digit (label anomaly = 1). Choose the digit with
 `--config.data.held_out_digit=4`. MEG's code draws the test permutation from a second call on the
 same RandomState, so about 80 % of its normal test images were also trained on; `anomaly_protocol`
 'meg' (default, the protocol behind the paper's and its baselines' numbers) reproduces that,
-'disjoint' tests on the 20 % never trained on. Networks and recipe as `configs/mnist.py` (the paper gives no
+'disjoint' tests on the 20 % never trained on. Both train on the same images, so a 'meg' run can
+also be scored on the disjoint test set (`--mode=eval --config.data.anomaly_protocol=disjoint`). Networks and recipe as `configs/mnist.py` (the paper gives no
 model size or epoch count for this experiment).
 """
 

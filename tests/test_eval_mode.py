@@ -359,6 +359,24 @@ def test_checkpoint_of_other_data_or_model_is_refused(tmp_path):
   assert _files(tmp_path) == before
 
 
+def test_meg_trained_checkpoint_can_be_scored_on_the_disjoint_test_set(tmp_path):
+  # Both protocols train on the same images, so the protocol is an evaluation choice: the
+  # disjoint test set shows how much of an AUPRC comes from test normals seen in training.
+  config = _mock_config("mnist_anomaly", **{"data.anomaly_protocol": "meg"})
+  config.eval.metrics = ("anomaly",)
+  _save_checkpoints(config, tmp_path, (1,))
+  outs = {}
+  for protocol in ("meg", "disjoint"):
+    config.data.anomaly_protocol = protocol
+    with tfds.testing.mock_data(num_examples=60):
+      outs[protocol] = driver.run_evaluation(config, str(tmp_path))
+    assert outs[protocol]["settings"]["anomaly"]["protocol"] == protocol
+  # Same anomalous images (every held-out digit), different normal test images.
+  details = {p: o["details"]["anomaly"] for p, o in outs.items()}
+  assert details["meg"]["num_anomalous"] == details["disjoint"]["num_anomalous"] > 0
+  assert details["meg"]["mean_score_normal"] != details["disjoint"]["mean_score_normal"]
+
+
 def test_missing_dataset_fails_before_any_metric_runs(tmp_path):
   config = _mock_config("mnist_anomaly")
   config.data.data_dir = str(tmp_path / "no_tfds_here")

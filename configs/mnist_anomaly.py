@@ -7,8 +7,9 @@ image of the held-out digit (label anomaly = 1). Choose the digit with
 same RandomState, so about 80 % of its normal test images were also trained on; `anomaly_protocol`
 'meg' (default, the protocol behind the paper's and its baselines' numbers) reproduces that,
 'disjoint' tests on the 20 % never trained on. Both train on the same images, so a 'meg' run can
-also be scored on the disjoint test set (`--mode=eval --config.data.anomaly_protocol=disjoint`). Networks and recipe as `configs/mnist.py` (the paper gives no
-model size or epoch count for this experiment).
+also be scored on the disjoint test set (`--mode=eval --config.data.anomaly_protocol=disjoint`).
+Networks and recipe as `configs/mnist.py` (the paper gives no model size or epoch count for this
+experiment).
 """
 
 from configs import mnist

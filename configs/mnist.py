@@ -22,9 +22,8 @@ Langevin K = 60, s = 0.4 (the SVHN-HS recipe's, UNCONFIRMED for MNIST), EBM lear
 The issue-25 grid (RESULTS.md, 2026-12-05) kept every one of these: without spectral norm the
 EBM ran away (f and the posterior's KL growing without bound) within 10,000-20,000 steps at
 Gfactor 8 and 2, K 60 and s 0.4 (s 0.8 after 12,000; K 200 was still stable at 20,000, one
-seed), and no setting's
-validation gain on z3 was larger than the spread between two seeds of one setting (up to 24
-points), so nothing justified a change. Over eight seeds at 12,000 steps this recipe's z3 gain
+seed), and no setting's validation gain on z3 was larger than the spread between two seeds of
+one setting (up to 24 points), so nothing justified a change. Over eight seeds at 12,000 steps this recipe's z3 gain
 over its own VLAE is -0.5 +- 4.5 points (95 % interval [-4.2, 3.2]; the paper's is +15.6): its
 prior stays within 0.11 nats of N(0, I). `prior.output_scale` = 4 (f 4-Lipschitz) moves it
 0.5-3 nats away and stays stable, yet over the same eight seeds z3 changes by -1.9 points

@@ -50,9 +50,10 @@ def select_steps(workdir: str, checkpoint_step: int = 0, num_checkpoints: int = 
 def check_data_matches(saved: dict, config) -> None:
   """Raises `EvaluationError` if the checkpoint was trained on other data than the config names."""
   diffs = []
+  wanted = checkpointing.config_to_dict(config)["data"]
   for field in _DATA_FIELDS:
     a = saved.get("data", {}).get(field)
-    b = checkpointing.config_to_dict(config)["data"].get(field)
+    b = wanted.get(field)
     if field == "held_out_digit" and config.data.name != "mnist_anomaly":
       continue
     if a is not None and a != b:

@@ -10,7 +10,6 @@ Modes:
 """
 
 import os
-import sys
 
 # C++ INFO lines of XLA's logging (and of TensorFlow, imported only by tfds' download_and_prepare
 # where the `prepare` extra installs it) stay off the console; TensorFlow's oneDNN kernels are never
@@ -88,17 +87,7 @@ def _run() -> None:
     from hebm_jax import generate  # pylint: disable=g-import-not-at-top
     generate.write_samples(FLAGS.config, FLAGS.workdir)
   elif FLAGS.mode == "train":
-    from hebm_jax import checkpointing, divergence, preemption  # pylint: disable=g-import-not-at-top
-    try:
-      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except preemption.TrainingInterrupted as e:
-      logging.warning("%s", e)
-      logging.flush()
-      sys.exit(e.exit_code)
-    except (divergence.DivergenceError, checkpointing.CheckpointSaveError) as e:
-      logging.flush()
-      sys.stderr.write(f"error: {e}\n")
-      sys.exit(1)
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

@@ -93,9 +93,25 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
 
 
 def run_reporting_user_errors(fn: Callable[[], None], user_errors: tuple[type, ...]) -> None:
-  """Runs `fn`; an exception of a `user_errors` type becomes one `error:` line and exit 2."""
+  """Runs `fn`, the body of a command-line program, and turns its expected endings into exits.
+
+  * An exception of a `user_errors` type: one `error:` line, exit status 2.
+  * Training stopped by SIGTERM/SIGINT after saving (`preemption.TrainingInterrupted`): its
+    message as a warning and exit status 128 + the signal (143, or 130 after Ctrl-C). Not 0, so
+    that a scheduler or script sees a run to resume, not a finished one.
+  * Divergence, or a checkpoint that could not be saved: one `error:` line, exit status 1.
+  """
+  from hebm_jax import checkpointing, divergence, preemption  # pylint: disable=g-import-not-at-top
   try:
     fn()
+  except preemption.TrainingInterrupted as e:
+    logging.warning("%s", e)
+    logging.flush()
+    sys.exit(e.exit_code)
+  except (divergence.DivergenceError, checkpointing.CheckpointSaveError) as e:
+    logging.flush()
+    sys.stderr.write(f"error: {e}\n")
+    sys.exit(1)
   except user_errors as e:
     if _verbose(sys.argv):
       raise

@@ -27,13 +27,15 @@ class TrainingInterrupted(Exception):
   Attributes:
     signum: the signal (signal.SIGTERM or signal.SIGINT).
     step: the step the checkpoint was written at.
-    exit_code: what a command-line program should exit with: 0 after SIGTERM (the job did what
-      it was asked), 130 after SIGINT (the shell convention for Ctrl-C).
+    exit_code: what a command-line program should exit with: 128 + the signal, the shell's
+      convention (143 after SIGTERM, 130 after Ctrl-C). Not 0: the run is not finished, and a
+      Kubernetes Job, a `set -e` script or a retrying launcher must see that to resume it rather
+      than count it done.
   """
 
   def __init__(self, signum: int, step: int):
     self.signum, self.step = signum, step
-    self.exit_code = 130 if signum == signal.SIGINT else 0
+    self.exit_code = 128 + int(signum)
     super().__init__(f"{signal.Signals(signum).name} received: saved a checkpoint at step {step} "
                      "and stopped; run the same command to resume.")
 

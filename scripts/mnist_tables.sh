@@ -2,7 +2,8 @@
 # Paper Table 1 (MNIST row) and Table 3 (MNIST anomaly AUPRC), trained and evaluated as
 # RESULTS.md states them, for both priors, then one summary table. Every training resumes what its
 # workdir holds, so the script can be stopped (SIGTERM saves) and run again to continue; a finished
-# run is only evaluated.
+# run is only evaluated. A training stopped by a signal (exit 143/130) stops the script with that
+# status, so a partly trained run is never evaluated as if it were done.
 #
 #   DATA_DIR=/data/tfds bash scripts/mnist_tables.sh OUT
 #
@@ -34,8 +35,13 @@ run() {  # run LOG ARGS...: main.py, its console appended to OUT/LOG (a rerun ke
   shift
   echo "$(date -u +%H:%M:%S) $log"
   echo "=== $(date -u +%Y-%m-%dT%H:%M:%SZ) python main.py $*" >> "$out/$log"
-  python main.py "$@" "${data[@]}" "${extra[@]}" >> "$out/$log" 2>&1 || {
-    echo "failed: see $out/$log"; tail -n 3 "$out/$log"; return 1; }
+  local status=0
+  python main.py "$@" "${data[@]}" "${extra[@]}" >> "$out/$log" 2>&1 || status=$?
+  if (( status == 130 || status == 143 )); then  # stopped by a signal after saving: not finished
+    echo "stopped (saved): run the same command again to continue"; exit "$status"
+  elif (( status )); then
+    echo "failed: see $out/$log"; tail -n 3 "$out/$log"; return 1
+  fi
 }
 
 for seed in ${SEEDS:-1234}; do

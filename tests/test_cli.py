@@ -52,3 +52,29 @@ def test_main_reports_one_line_and_creates_nothing(tmp_path, args, message):
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert message in proc.stderr and "Traceback" not in proc.stderr
   assert not workdir.exists()
+
+
+@pytest.mark.parametrize("signum, code", [(15, 143), (2, 130)])
+def test_a_training_stopped_by_a_signal_exits_128_plus_the_signal(signum, code, capsys):
+  # main.py and the sweep both end through this: a preempted run must not look finished (0).
+  from hebm_jax import preemption  # pylint: disable=g-import-not-at-top
+
+  def stopped():
+    raise preemption.TrainingInterrupted(signum, 7)
+
+  with pytest.raises(SystemExit) as exit_info:
+    cli.run_reporting_user_errors(stopped, (ValueError,))
+  assert exit_info.value.code == code
+  assert "error:" not in capsys.readouterr().err
+
+
+def test_divergence_is_one_error_line_and_exit_status_1(capsys):
+  from hebm_jax import divergence  # pylint: disable=g-import-not-at-top
+
+  def diverged():
+    raise divergence.DivergenceError("non-finite loss at steps 40-50", 41)
+
+  with pytest.raises(SystemExit) as exit_info:
+    cli.run_reporting_user_errors(diverged, (ValueError,))
+  assert exit_info.value.code == 1
+  assert capsys.readouterr().err == "error: non-finite loss at steps 40-50\n"

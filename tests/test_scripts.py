@@ -8,11 +8,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "mnist_tables.sh"
 
 
-def _run(tmp_path, out, **env):
+def _run(tmp_path, out, stub_script='echo "stub $*"', **env):
   stub = tmp_path / "bin"
   stub.mkdir(exist_ok=True)
   python = stub / "python"
-  python.write_text('#!/bin/sh\necho "stub $*"\n')
+  python.write_text(f"#!/bin/sh\n{stub_script}\n")
   python.chmod(0o755)
   full_env = {**os.environ, "PATH": f"{stub}{os.pathsep}{os.environ['PATH']}", **env}
   return subprocess.run(["bash", str(SCRIPT), str(out)], env=full_env, capture_output=True,
@@ -50,3 +50,26 @@ def test_missing_output_directory_is_named():
   result = subprocess.run(["bash", str(SCRIPT)], env={**os.environ, "DATA_DIR": "/d"},
                           capture_output=True, text=True, check=False)
   assert result.returncode != 0 and "usage: DATA_DIR=... bash scripts/mnist_tables.sh OUT" in result.stderr
+
+
+def test_a_training_stopped_by_a_signal_stops_the_script_before_its_evaluation(tmp_path):
+  # main.py exits 143 after SIGTERM (saved, not finished): the partly trained run must not be
+  # evaluated or summarised as if it were done.
+  out = tmp_path / "out"
+  stub = 'echo "stub $*"; case "$*" in *--mode=eval*) ;; *main.py*) exit 143 ;; esac'
+  result = _run(tmp_path, out, stub, DATA_DIR="/data", TABLES="1", PRIORS="ebm")
+  assert result.returncode == 143, result.stdout + result.stderr
+  assert "stopped (saved): run the same command again to continue" in result.stdout
+  assert (out / "table1_ebm_s1234.log").exists()
+  assert not (out / "table1_ebm_s1234.eval.log").exists()
+  assert "hebm_jax.evaluation.seeds" not in result.stdout
+
+
+def test_a_failed_training_is_reported_with_the_end_of_its_log(tmp_path):
+  out = tmp_path / "out"
+  stub = 'echo "stub $*"; echo "error: something broke"; exit 1'
+  result = _run(tmp_path, out, stub, DATA_DIR="/data", TABLES="1", PRIORS="ebm")
+  assert result.returncode != 0
+  assert f"failed: see {out}/table1_ebm_s1234.log" in result.stdout
+  assert "error: something broke" in result.stdout
+  assert not (out / "table1_ebm_s1234.eval.log").exists()

@@ -4,7 +4,9 @@ One MNIST run per setting cannot carry the paper's claims: two seeds of one reci
 24 points of top-layer accuracy (RESULTS.md). This module reads the run directories that
 `scripts/mnist_tables.sh` writes (`table1_<prior>_s<seed>`, `anomaly<digit>_<prior>_s<seed>`), each
 with its `eval/results_<step>.json` (local or a gs:// URL, through `hebm_jax.fileio`), and
-summarises them per arm and per seed pair:
+summarises them per arm and per seed pair. An anomaly run's arm includes how it was scored (the
+test split's protocol and the score variant, from the results' settings), so that a run scored on
+MEG's split is never averaged with, or paired against, one scored on the disjoint test set:
 
     python -m hebm_jax.evaluation.seeds OUT
 """
@@ -39,10 +41,19 @@ class Run:
   steps: tuple[int, ...]  # the checkpoints the results average over
   results: dict[str, float]
   std: dict[str, float]   # each result's std over those checkpoints (empty for one)
+  scoring: str = ""       # an anomaly run's protocol and score variant ('meg split, w=1,z=mean')
 
   @property
-  def arm(self) -> tuple[str, int | None, str]:
-    return self.table, self.digit, self.prior
+  def arm(self) -> tuple[str, int | None, str, str]:
+    return self.table, self.digit, self.scoring, self.prior
+
+
+def _scoring(record: dict) -> str:
+  """'<protocol> split, <score variant>' from an anomaly evaluation's settings ('' if absent)."""
+  anomaly = record.get("settings", {}).get("anomaly", {})
+  parts = [f"{anomaly['protocol']} split" if "protocol" in anomaly else "",
+           anomaly.get("score_variant", "")]
+  return ", ".join(p for p in parts if p)
 
 
 def load_runs(out: str) -> list[Run]:
@@ -62,7 +73,8 @@ def load_runs(out: str) -> list[Run]:
         digit=int(digit) if digit else None, prior=match["prior"], seed=int(match["seed"]),
         steps=tuple(record["checkpoint_steps"]),
         results={k: float(v) for k, v in record["results"].items()},
-        std={k: float(v) for k, v in record.get("std_over_checkpoints", {}).items()}))
+        std={k: float(v) for k, v in record.get("std_over_checkpoints", {}).items()},
+        scoring=_scoring(record) if digit else ""))
   return runs
 
 
@@ -96,7 +108,7 @@ def spread(values: Sequence[float]) -> Spread:
 
 
 def by_arm(runs: Sequence[Run], metric: str) -> dict[tuple, Spread]:
-  """`metric` over the seeds of each arm (table, digit, prior) that reports it."""
+  """`metric` over the seeds of each arm (table, digit, scoring, prior) that reports it."""
   groups: dict[tuple, list[float]] = {}
   for run in runs:
     if metric in run.results:
@@ -105,10 +117,15 @@ def by_arm(runs: Sequence[Run], metric: str) -> dict[tuple, Spread]:
 
 
 def paired(runs: Sequence[Run], metric: str, table: str, digit: int | None = None,
-           a: str = "ebm", b: str = "gaussian") -> tuple[list[int], Spread] | None:
-  """`metric` of prior `a` minus prior `b`, seed by seed, over the seeds both have; None if none."""
+           a: str = "ebm", b: str = "gaussian",
+           scoring: str = "") -> tuple[list[int], Spread] | None:
+  """`metric` of prior `a` minus prior `b`, seed by seed, over the seeds both have; None if none.
+
+  Only runs of the same `scoring` (an anomaly run's protocol and score variant) are paired.
+  """
   values = {(r.prior, r.seed): r.results[metric] for r in runs
-            if r.table == table and r.digit == digit and metric in r.results}
+            if r.table == table and r.digit == digit and r.scoring == scoring
+            and metric in r.results}
   seeds = sorted({s for p, s in values if p == a} & {s for p, s in values if p == b})
   if not seeds:
     return None
@@ -124,7 +141,8 @@ def report(runs: Sequence[Run]) -> str:
       std = run.std.get("anomaly/auprc")
       text = (f"AUPRC {res.get('anomaly/auprc', math.nan):.3f}"
               + (f" ± {std:.3f}" if std is not None else "")
-              + f" (steps {run.steps[0]}-{run.steps[-1]})")
+              + f" (steps {run.steps[0]}-{run.steps[-1]}"
+              + (f"; {run.scoring})" if run.scoring else ")"))
     else:
       test = " / ".join(f"{100 * res[f'latent_classifier/z{i}']:.2f}" for i in (1, 2, 3)
                         if f"latent_classifier/z{i}" in res)
@@ -137,21 +155,26 @@ def report(runs: Sequence[Run]) -> str:
              ("latent_classifier/z2", 100, 2, "Table 1 test z2 %"),
              ("latent_classifier/z1", 100, 2, "Table 1 test z1 %"),
              ("anomaly/auprc", 1, 3, "Table 3 AUPRC")]
-  lines.append("mean ± std over seeds [95 % t interval of the mean]:")
+  def where(digit: int | None, scoring: str) -> list[str]:
+    return ([f"digit {digit}"] if digit is not None else []) + ([scoring] if scoring else [])
+
+  arms, pairs = [], []  # (label, arm or where, value text)
   for metric, scale, digits, label in metrics:
-    for (table, digit, prior), s in by_arm(runs, metric).items():
-      arm = f"{prior}" + (f", digit {digit}" if digit is not None else "")
-      lines.append(f"  {label:18s} {arm:18s} {s.format(scale, digits)}")
-  lines.append("ebm minus gaussian, paired by seed:")
-  for metric, scale, digits, label in metrics:
+    for (table, digit, scoring, prior), s in by_arm(runs, metric).items():
+      arms.append((label, ", ".join([prior, *where(digit, scoring)]), s.format(scale, digits)))
     table = "anomaly" if metric.startswith("anomaly") else "table1"
-    for digit in sorted({r.digit for r in runs if r.table == table}, key=str):
-      pair = paired(runs, metric, table, digit)
+    for digit, scoring in sorted({(r.digit, r.scoring) for r in runs if r.table == table},
+                                 key=str):
+      pair = paired(runs, metric, table, digit, scoring=scoring)
       if pair:
         seeds, s = pair
-        where = f"digit {digit}" if digit is not None else ""
-        lines.append(f"  {label:18s} {where:18s} {s.format(scale, digits)}"
-                     f" seeds {','.join(map(str, seeds))}")
+        pairs.append((label, ", ".join(where(digit, scoring)),
+                      f"{s.format(scale, digits)} seeds {','.join(map(str, seeds))}"))
+  width = max([18] + [len(row[1]) for row in arms + pairs])
+  lines.append("mean ± std over seeds [95 % t interval of the mean]:")
+  lines += [f"  {label:18s} {arm:{width}s} {value}" for label, arm, value in arms]
+  lines.append("ebm minus gaussian, paired by seed:")
+  lines += [f"  {label:18s} {arm:{width}s} {value}" for label, arm, value in pairs]
   return "\n".join(lines)
 
 

@@ -96,15 +96,16 @@ def run_reporting_user_errors(fn: Callable[[], None], user_errors: tuple[type, .
   """Runs `fn`, the body of a command-line program, and turns its expected endings into exits.
 
   * An exception of a `user_errors` type: one `error:` line, exit status 2.
-  * Training stopped by SIGTERM/SIGINT after saving (`preemption.TrainingInterrupted`): its
-    message as a warning and exit status 128 + the signal (143, or 130 after Ctrl-C). Not 0, so
-    that a scheduler or script sees a run to resume, not a finished one.
+  * A training or an evaluation follower stopped by SIGTERM/SIGINT after saving
+    (`preemption.Interrupted`): its message as a warning and exit status 128 + the signal (143,
+    or 130 after Ctrl-C). Not 0, so that a scheduler or script sees a job to resume, not a
+    finished one.
   * Divergence, or a checkpoint that could not be saved: one `error:` line, exit status 1.
   """
   from hebm_jax import checkpointing, divergence, preemption  # pylint: disable=g-import-not-at-top
   try:
     fn()
-  except preemption.TrainingInterrupted as e:
+  except preemption.Interrupted as e:
     logging.warning("%s", e)
     logging.flush()
     sys.exit(e.exit_code)

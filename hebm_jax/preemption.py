@@ -21,23 +21,30 @@ from absl import logging
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-class TrainingInterrupted(Exception):
-  """Training stopped on a signal after saving a checkpoint at `step`.
+class Interrupted(Exception):
+  """A job stopped early on a signal, with what it finished saved; the same command continues it.
 
   Attributes:
     signum: the signal (signal.SIGTERM or signal.SIGINT).
-    step: the step the checkpoint was written at.
     exit_code: what a command-line program should exit with: 128 + the signal, the shell's
-      convention (143 after SIGTERM, 130 after Ctrl-C). Not 0: the run is not finished, and a
+      convention (143 after SIGTERM, 130 after Ctrl-C). Not 0: the job is not finished, and a
       Kubernetes Job, a `set -e` script or a retrying launcher must see that to resume it rather
       than count it done.
   """
 
-  def __init__(self, signum: int, step: int):
-    self.signum, self.step = signum, step
+  def __init__(self, signum: int, message: str):
+    self.signum = signum
     self.exit_code = 128 + int(signum)
-    super().__init__(f"{signal.Signals(signum).name} received: saved a checkpoint at step {step} "
-                     "and stopped; run the same command to resume.")
+    super().__init__(message)
+
+
+class TrainingInterrupted(Interrupted):
+  """Training stopped on a signal after saving a checkpoint at `step` (attribute `step`)."""
+
+  def __init__(self, signum: int, step: int):
+    self.step = step
+    super().__init__(signum, f"{signal.Signals(signum).name} received: saved a checkpoint at "
+                     f"step {step} and stopped; run the same command to resume.")
 
 
 class StopRequest:

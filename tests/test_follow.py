@@ -146,7 +146,29 @@ def test_sigterm_stops_a_waiting_follower(tmp_path, caplog):
     os.kill(os.getpid(), signal.SIGTERM)
 
   previous = signal.getsignal(signal.SIGTERM)
-  assert follow.follow(_config(), str(tmp_path / "run"), sleep=sleep) == {}
+  with pytest.raises(follow.FollowInterrupted, match="run the same command to continue") as stop:
+    follow.follow(_config(), str(tmp_path / "run"), sleep=sleep)
+  assert stop.value.results == {} and stop.value.exit_code == 143  # not 0: the job must resume
   assert "SIGTERM received: stopping after the checkpoint being evaluated" in caplog.text
   assert not (tmp_path / "run").exists()  # nothing written while waiting
   assert signal.getsignal(signal.SIGTERM) == previous  # handlers restored
+
+
+def test_sigterm_after_a_checkpoint_keeps_its_results_and_asks_for_a_rerun(tmp_path):
+  import os  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  config = _config()
+  workdir = tmp_path / "run"
+  trainer = _Trainer(config, workdir, [2])
+
+  def sleep(seconds):  # the first wait brings step 2; during the second, the job is preempted
+    if trainer.steps:
+      trainer.sleep(seconds)
+    else:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  with pytest.raises(follow.FollowInterrupted, match="after 1 checkpoint") as stop:
+    follow.follow(config, str(workdir), sleep=sleep, clock=trainer.clock)
+  assert sorted(stop.value.results) == [2] and stop.value.exit_code == 143
+  assert json.loads((workdir / "eval" / "follow_state.json").read_text())["done"] == {
+      "2": ["mse"]}

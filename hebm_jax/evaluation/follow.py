@@ -7,9 +7,9 @@ The steps done are kept in `<workdir>/eval/follow_state.json`, so a restarted fo
 where it stopped (a step counts as done for the metrics it was evaluated on).
 
 It stops after the checkpoint of the final step (`config.train.num_steps`), on SIGTERM or SIGINT
-(between checkpoints; at once while waiting), or when no new checkpoint came for
-`config.eval.follow_timeout_s` seconds (0: it waits for ever); it looks every
-`config.eval.follow_poll_s` seconds.
+(between checkpoints; at once while waiting; `FollowInterrupted`, exit status 143 or 130, as a
+preempted training), or when no new checkpoint came for `config.eval.follow_timeout_s` seconds
+(0: it waits for ever); it looks every `config.eval.follow_poll_s` seconds.
 
 The workdir belongs to the trainer, and the follower only reads it (it writes only under
 `<workdir>/eval/` and the compilation cache). A checkpoint being written is not listed: orbax
@@ -37,6 +37,20 @@ from hebm_jax.config_validation import ConfigError
 from hebm_jax.evaluation import checkpoints, session as session_lib
 
 STATE_FILE = "follow_state.json"
+
+
+class FollowInterrupted(preemption.Interrupted):
+  """The follower stopped on a signal before the run's final step (exit status 143 or 130).
+
+  Attributes:
+    results: {step: results} of the checkpoints this call evaluated before it stopped.
+  """
+
+  def __init__(self, signum: int, workdir: str, results: dict[int, dict]):
+    self.results = results
+    super().__init__(signum, f"{signal.Signals(signum).name} received: stopped following "
+                     f"{workdir} after {len(results)} checkpoint(s); run the same command to "
+                     "continue.")
 
 
 class _Stop(preemption.StopRequest):
@@ -164,6 +178,8 @@ def follow(config, workdir: str, sleep: Callable[[float], None] | None = None,
   Raises:
     ConfigError, EvaluationError, checkpointing.IncompatibleCheckpointError: before any
       evaluation (the metrics, the data) or at the first checkpoint (another model or data).
+    FollowInterrupted: stopped by SIGTERM/SIGINT before the final step (the steps done are
+      kept, and the exception carries this call's results).
   """
   _check(config)
   metric_classes = session_lib.resolve_metrics(config)
@@ -177,6 +193,9 @@ def follow(config, workdir: str, sleep: Callable[[float], None] | None = None,
   def handled(step: int) -> bool:
     return step in state["skipped"] or set(metrics) <= set(state["done"].get(step, ()))
 
+  def reached_final() -> bool:
+    return any(s >= final and handled(s) for s in (*state["done"], *state["skipped"]))
+
   logging.info("Following %s: evaluating each new checkpoint (%s) until step %d%s.", workdir,
                ", ".join(metrics), final,
                f", or {timeout_s:g} s without one" if timeout_s else "")
@@ -189,11 +208,10 @@ def follow(config, workdir: str, sleep: Callable[[float], None] | None = None,
         while stop.signum is None and time.monotonic() < end:
           time.sleep(min(0.5, end - time.monotonic()))
     while True:
-      if any(s >= final and handled(s) for s in (*state["done"], *state["skipped"])):
+      if reached_final():
         logging.info("Followed %s to its final step %d.", workdir, final)
         break
       if stop.should_stop(0):
-        logging.info("Stopped following %s on a signal.", workdir)
         break
       pending = (finished_steps(workdir, lambda s: not handled(s)) if session.is_main else [])
       step = _agreed(pending[0] if pending else -1)
@@ -219,4 +237,6 @@ def follow(config, workdir: str, sleep: Callable[[float], None] | None = None,
       out[step] = session.write_results([step], per_step, details, figures, timings)
       state["done"][step] = sorted(set(state["done"].get(step, ())) | set(metrics))
       _save_state(workdir, state)
+  if stop.signum is not None and not reached_final():
+    raise FollowInterrupted(stop.signum, workdir, out)
   return out

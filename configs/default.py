@@ -122,6 +122,9 @@ def get_config() -> ml_collections.ConfigDict:
   ev.metrics = ("mse", "latent_attack", "traversals")  # these fit every dataset; each experiment
                                     # adds its tables: 'latent_classifier', 'anomaly', 'ood', 'mig'
                                     # (hebm_jax.evaluation.METRICS)
+  ev.train_metrics = ()             # metrics the trainer also runs at each eval (scalars to its
+                                    # TensorBoard), e.g. ('anomaly',): the same names and numbers
+                                    # as --mode=eval (hebm_jax.evaluation.in_training); one process
   ev.checkpoint_step = 0            # 0: the newest checkpoint; else this step (must exist)
   ev.num_checkpoints = 1            # evaluate the newest N (up to checkpoint_step): mean +- std
   ev.follow = False                 # wait for a live run's checkpoints and evaluate each once

@@ -24,7 +24,7 @@ from hebm_jax import (checkpointing, compile_cache, device_prefetch, divergence,
                       input_pipeline, preemption, progress, summary_writer, workdir_lock,
                       xla_options)
 from hebm_jax.config_validation import validate_config
-from hebm_jax.evaluation import prior_kl
+from hebm_jax.evaluation import in_training, prior_kl
 from hebm_jax.evaluation.evaluators import prior_kl as prior_kl_settings
 from hebm_jax.train_images import image_summaries, write_images
 from hebm_jax.train_state import (
@@ -62,7 +62,9 @@ def train_and_evaluate(config, workdir: str) -> TrainState:
   """
   validate_config(config, jax.device_count())
   prior_kl_settings.check_settings(config)  # every training eval logs prior_kl
-  run = _Run(config, workdir, _load_data(config))
+  train_metrics = in_training.check(config, jax.process_count())
+  data = _load_data(config)
+  run = _Run(config, workdir, data, in_training.TrainMetrics(config, train_metrics))
   restored_step = run.restore()
   run.open_writer(write_hparams=restored_step is None)
   run.compile()
@@ -93,9 +95,10 @@ def _load_data(config) -> _Data:
 class _Run:
   """One call of `train_and_evaluate`: what its stages share, from set-up to shutdown."""
 
-  def __init__(self, config, workdir: str, data: _Data):
+  def __init__(self, config, workdir: str, data: _Data, train_metrics: in_training.TrainMetrics):
     """Set-up: the workdir, the model at this run's learning rates, the keys, the initial state."""
     self.config, self.workdir, self.data = config, workdir, data
+    self.train_metrics = train_metrics
     checkpointing.ensure_workdir(workdir)
     # One training writer per workdir: a second trainer stops here, having written nothing.
     workdir_lock.acquire(workdir, config)  # released on return or error (the decorator)
@@ -237,9 +240,12 @@ class _Run:
         # stays at 0.1 nats cannot change what the latents encode).
         result.update(prior_kl.prior_kl_scalars(
             self.model, self.state, jax.random.fold_in(self.prior_kl_key, step), c))
-      self.writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()})
-      logging.info("eval at step %d | mse %.5f | rec %.3f | kl %.3f | prior kl %.3f", step,
-                   result["mse"], result["rec_loss"], result["kl"], result["prior_kl"])
+        extra = self.train_metrics.run(self.state, step)
+      self.writer.write_scalars(step, {f"eval/{k}": v for k, v in {**result, **extra}.items()})
+      # The metrics' headline numbers ('anomaly/auprc'), not their tables ('anomaly_variants/...').
+      shown = "".join(f" | {k} {v:.4f}" for k, v in extra.items() if k.count("/") == 1)
+      logging.info("eval at step %d | mse %.5f | rec %.3f | kl %.3f | prior kl %.3f%s", step,
+                   result["mse"], result["rec_loss"], result["kl"], result["prior_kl"], shown)
 
   def _check_pending(self) -> None:
     """Raises `DivergenceError` if a step not yet checked diverged; moves the rest to the window."""

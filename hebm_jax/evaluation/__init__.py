@@ -19,7 +19,8 @@ Pure functions (usable on any model and data):
 
 Drivers: `evaluators.METRICS` maps each name of `config.eval.metrics` to an evaluator class
 (`check(config)`, then `run(state, step, key)`); `driver.run_evaluation(config, workdir)` is
-`--mode=eval`; `paper.paper_numbers(config)` holds the reported numbers set beside ours.
+`--mode=eval`; `in_training.TrainMetrics` runs config.eval.train_metrics at the trainer's evals;
+`paper.paper_numbers(config)` holds the reported numbers set beside ours.
 """
 
 from hebm_jax.evaluation import (attack, classifier, detection, encode, fid, likelihood, log_joint,

@@ -23,6 +23,12 @@ from hebm_jax.evaluation.evaluators import METRICS, EvalData
 _EVAL_STREAM = 3  # fold_in index of the evaluation key (0-2 are init, training and image keys)
 
 
+def eval_key(seed: int, step: int) -> jax.Array:
+  """The key of every metric's evaluation of checkpoint `step` (each metric then takes its own
+  stream, `Evaluator.key_for`): the same in `--mode=eval`, the follower and the trainer."""
+  return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), _EVAL_STREAM), step)
+
+
 def metric_names(value) -> tuple[str, ...]:
   """config.eval.metrics as a tuple of names; also takes 'a,b' (how a command-line override of a
   tuple field arrives) and a single string."""
@@ -30,31 +36,41 @@ def metric_names(value) -> tuple[str, ...]:
   return tuple(n.strip() for item in items for n in str(item).split(",") if n.strip())
 
 
-def resolve_metrics(config) -> list[type]:
-  """The evaluator classes named in config.eval.metrics, each checked against the config.
+def resolve_metrics(config, field: str = "metrics", allow_empty: bool = False) -> list[type]:
+  """The evaluator classes named in config.eval.<field>, each checked against the config.
 
   Raises:
-    ConfigError: an empty list, an unknown name (with the closest known one), a duplicate, or a
-      metric that does not fit the experiment.
+    ConfigError: an empty list (unless `allow_empty`), an unknown name (with the closest known
+      one), a duplicate, or a metric that does not fit the experiment.
   """
-  names = metric_names(config.eval.metrics)
-  if not names:
-    raise ConfigError(f"config.eval.metrics: no metric to evaluate; choose from {sorted(METRICS)}, "
-                      "e.g. --config.eval.metrics=anomaly,latent_classifier.")
+  names = metric_names(config.eval[field])
+  if not names and not allow_empty:
+    raise ConfigError(f"config.eval.{field}: no metric to evaluate; choose from {sorted(METRICS)}, "
+                      f"e.g. --config.eval.{field}=anomaly,latent_classifier.")
   classes = []
   for name in names:
     if name not in METRICS:
       close = difflib.get_close_matches(str(name), METRICS, n=1)
       hint = f" Did you mean {close[0]!r}?" if close else ""
-      raise ConfigError(f"config.eval.metrics: unknown metric {name!r}.{hint} Known metrics: "
+      raise ConfigError(f"config.eval.{field}: unknown metric {name!r}.{hint} Known metrics: "
                         f"{', '.join(sorted(METRICS))}.")
     if METRICS[name] in classes:
-      # ml_collections appends each repeated --config.eval.metrics flag to the tuple.
-      raise ConfigError(f"config.eval.metrics: {name!r} is listed twice (a repeated "
-                        "--config.eval.metrics flag adds to the list; give the list once).")
+      # ml_collections appends each repeated --config.eval.<field> flag to the tuple.
+      raise ConfigError(f"config.eval.{field}: {name!r} is listed twice (a repeated "
+                        f"--config.eval.{field} flag adds to the list; give the list once).")
     classes.append(METRICS[name])
   for cls in classes:
-    cls.check(config)
+    try:
+      cls.check(config)
+    except ConfigError as e:
+      if field == "metrics":
+        raise
+      # The checks name the field a metric is usually listed in; name the one the user set.
+      text = str(e)
+      if text.startswith("config.eval.metrics:"):
+        text = text[len("config.eval.metrics:"):].lstrip()
+      named = text.startswith(repr(cls.name))
+      raise ConfigError(f"config.eval.{field}: {'' if named else repr(cls.name) + ': '}{text}") from None
   return classes
 
 
@@ -84,7 +100,6 @@ class Session:
     self.evaluators = [cls(config, self.model, self.data) for cls in metric_classes]
     self.eval_dir = os.path.join(workdir, "eval")
     self.is_main = jax.process_index() == 0
-    self.base_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), _EVAL_STREAM)
     self.writer = None
 
   def open_writer(self) -> None:
@@ -102,7 +117,7 @@ class Session:
     scalars = {}
     for ev in self.evaluators:
       start = time.time()
-      out = ev.run(state, step, ev.key_for(jax.random.fold_in(self.base_key, step)),
+      out = ev.run(state, step, ev.key_for(eval_key(self.config.seed, step)),
                    with_figures=with_figures)
       timings[ev.name] = timings.get(ev.name, 0.0) + time.time() - start
       scalars.update(out.scalars)

@@ -27,4 +27,6 @@ def get_config():
   config.checkpoint.max_to_keep = 10
   config.eval.metrics = ("anomaly",)
   config.eval.num_checkpoints = 10
+  # AUPRC in the run's own TensorBoard at every eval (about 15 s each on 2 CPU cores).
+  config.eval.train_metrics = ("anomaly",)
   return config

@@ -1,6 +1,7 @@
 """`config.eval.train_metrics`: the trainer's own evals run `--mode=eval` metrics, with the same
 numbers, and bad lists are refused before anything is written."""
 
+import importlib
 import logging
 
 import numpy as np
@@ -12,6 +13,7 @@ from hebm_jax import train
 from hebm_jax.config_validation import ConfigError
 from hebm_jax.evaluation import driver, in_training
 from tests.conftest import tiny_digits_config
+from tests.test_configs import EXPERIMENTS
 from tests.test_eval_mode import _mock_config
 from tests.test_summary_writer import _read
 
@@ -70,3 +72,10 @@ def test_train_metrics_are_refused_in_a_multi_process_run_and_empty_is_fine():
                                         r"processes; evaluate its checkpoints with "
                                         r"--config\.eval\.follow=True"):
     in_training.check(config, process_count=2)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_configs_train_metrics_fit_its_data(name):
+  config = importlib.import_module(f"configs.{name}").get_config()
+  names = [c.name for c in in_training.check(config)]
+  assert names == (["anomaly"] if name == "mnist_anomaly" else [])

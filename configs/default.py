@@ -138,6 +138,8 @@ def get_config() -> ml_collections.ConfigDict:
       z="sample",                   # 'sample' (z ~ q), 'mean' (q's mean) or 'refined' (q's samples
                                     # after refine_steps noise-free Langevin steps on log p_w(x, z))
       refine_steps=20, refine_step_size=0.1,
+      energy=True,                  # False: the EBM's f(z) left out of the score (how much the
+                                    # prior itself changes the ranking; no-op for a Gaussian prior)
       variants_table=False))        # 'anomaly' also scores w in {Gfactor, 1, 0} x z in {mean,
                                     # sample, refined}: 'anomaly_variants/w=..,z=../auprc'
   ev.classifier = ml_collections.ConfigDict(dict(

@@ -1,5 +1,6 @@
 """Tests of hebm_jax.evaluation.scores: the anomaly score variants, by hand on tiny models."""
 
+import dataclasses
 import math
 
 import jax
@@ -109,6 +110,28 @@ def test_variants_on_a_tiny_model_by_hand(tiny):
     eps = [jax.random.normal(kl, m.shape) for kl, m in zip(jax.random.split(k, 3), means)]
     draws.append(by_hand([m + jnp.exp(0.5 * lv) * e for m, lv, e in zip(means, logvars, eps)], 2.0))
   np.testing.assert_allclose(got[3], np.mean(draws, 0), rtol=1e-5)
+
+
+def test_leaving_f_out_adds_f_back_to_the_score(tiny):
+  config, model, state, x = tiny
+  key = jax.random.PRNGKey(5)
+  variants = [scores.ScoreVariant(w, z) for w in (scores.GFACTOR, 0.0) for z in ("mean", "sample")]
+  with_f = np.asarray(scores.many_variant_scores(model, state, x, key, tuple(variants)))
+  without_f = np.asarray(scores.many_variant_scores(
+      model, state, x, key, tuple(dataclasses.replace(v, energy=False) for v in variants)))
+  means, logvars = model.encoder.apply({"params": state.params["encoder"]}, x)
+  eps = [jax.random.normal(kl, m.shape) for kl, m in
+         zip(jax.random.split(jax.random.split(key, 1)[0], 3), means)]
+  for i, v in enumerate(variants):
+    zs = means if v.z == "mean" else [m + jnp.exp(0.5 * lv) * e
+                                      for m, lv, e in zip(means, logvars, eps)]
+    f = np.asarray(model.prior.apply({"params": state.params["prior"], "batch_stats": state.sn_state},
+                                     jnp.concatenate(zs, 1), update_stats=False))
+    assert np.std(f) > 1e-3  # an f that differs between images, so the test can tell
+    np.testing.assert_allclose(without_f[i], with_f[i] + f, rtol=1e-5, atol=1e-4)
+  assert dataclasses.replace(variants[0], energy=False).label == "w=gfactor,z=mean,no f"
+  config.eval.score.energy = False
+  assert scores.variant_from_config(config).label == "w=gfactor,z=sample,no f"
 
 
 @pytest.mark.parametrize("w", [scores.GFACTOR, 1.0])

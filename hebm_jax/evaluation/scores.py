@@ -5,6 +5,8 @@ at z ~ q(z|x). With Gfactor 3 the reconstruction term is ~165 nats per MNIST ima
 from the latent terms, so the prior barely moves the ranking (issue 25). A variant changes two
 things:
 
+  energy           False drops f(z) from the score (everything else kept): the difference to the
+                   default is what the EBM prior itself contributes to the ranking.
   recon_weight w   the score is -[-w R(x, g(z)) + f(z) + log N(z; 0, I)], R the likelihood's
                    per-image training reconstruction loss (`reconstruction_errors`: the sum of
                    squared errors for 'gaussian', the sigmoid cross-entropy for 'bernoulli', and
@@ -60,18 +62,20 @@ class ScoreVariant:
     num_samples: draws z ~ q(z|x) per image for 'sample' / 'refined' (scores averaged).
     refine_steps: noise-free Langevin steps of 'refined' (>= 0).
     refine_step_size: their s (> 0).
+    energy: whether f(z) is in the score (False: left out; the prior's own share of the ranking).
   """
   recon_weight: float = GFACTOR
   z: str = "sample"
   num_samples: int = 1
   refine_steps: int = 20
   refine_step_size: float = 0.1
+  energy: bool = True
 
   @property
   def label(self) -> str:
-    """'w=gfactor,z=sample', 'w=1,z=refined', ...: the name of its results."""
+    """'w=gfactor,z=sample', 'w=1,z=refined', 'w=0,z=mean,no f', ...: the name of its results."""
     w = "gfactor" if self.recon_weight == GFACTOR else f"{self.recon_weight:g}"
-    return f"w={w},z={self.z}"
+    return f"w={w},z={self.z}" + ("" if self.energy else ",no f")
 
 
 def check_score_config(config) -> None:
@@ -97,8 +101,9 @@ def check_score_config(config) -> None:
           f"must be a non-negative integer, got {s.refine_steps!r}.")
   require(isinstance(s.refine_step_size, numbers.Real) and s.refine_step_size > 0,
           "score.refine_step_size", f"must be positive, got {s.refine_step_size!r}.")
-  require(isinstance(s.variants_table, bool), "score.variants_table",
-          f"must be True or False, got {s.variants_table!r}.")
+  for field in ("variants_table", "energy"):
+    require(isinstance(s[field], bool), f"score.{field}",
+            f"must be True or False, got {s[field]!r}.")
 
 
 def variant_from_config(config, recon_weight: float | None = None,
@@ -107,7 +112,7 @@ def variant_from_config(config, recon_weight: float | None = None,
   s = config.eval.score
   return ScoreVariant(float(s.recon_weight if recon_weight is None else recon_weight),
                       str(s.z if z is None else z), int(config.eval.score_samples),
-                      int(s.refine_steps), float(s.refine_step_size))
+                      int(s.refine_steps), float(s.refine_step_size), bool(s.energy))
 
 
 def table_variants(config) -> tuple[ScoreVariant, ...]:
@@ -213,10 +218,11 @@ def score(log_joint_fn: Callable[[list[Array]], Array], means: Sequence[Array],
 # On a model.
 
 
-def model_log_joint_fn(model, state, images: Array,
-                       recon_weight: float) -> Callable[[list[Array]], Array]:
+def model_log_joint_fn(model, state, images: Array, recon_weight: float,
+                       energy: bool = True) -> Callable[[list[Array]], Array]:
   """zs -> (B,) log p_w(x, z) of `images` under a trained model (eval mode, spectral-norm state
-  fixed): `weighted_log_joint` with the generator's output and f."""
+  fixed): `weighted_log_joint` with the generator's output and f (0 in place of f when not
+  `energy`)."""
   from hebm_jax.train_state import network_variables  # pylint: disable=g-import-not-at-top
 
   gen_vars = network_variables(state, "generator")
@@ -225,6 +231,8 @@ def model_log_joint_fn(model, state, images: Array,
     out = model.generator.apply(gen_vars, list(zs), return_logits=model.likelihood == "bernoulli")
     f, _ = sampler.energy(model.prior, state.params["prior"], state.sn_state,
                           models.concat_latents(list(zs)), update_stats=False)
+    if not energy:
+      f = jnp.zeros_like(f)
     return weighted_log_joint(images, zs, out, f, model.likelihood, model.gfactor, recon_weight)
 
   return fn
@@ -240,9 +248,10 @@ def many_variant_scores(model, state, images: Array, key: Array,
   fns = {}
   out = []
   for v in variants:
-    if v.recon_weight not in fns:
-      fns[v.recon_weight] = model_log_joint_fn(model, state, images, v.recon_weight)
-    out.append(score(fns[v.recon_weight], means, logvars, key, v))
+    if (v.recon_weight, v.energy) not in fns:
+      fns[v.recon_weight, v.energy] = model_log_joint_fn(model, state, images, v.recon_weight,
+                                                         v.energy)
+    out.append(score(fns[v.recon_weight, v.energy], means, logvars, key, v))
   return jnp.stack(out)
 
 

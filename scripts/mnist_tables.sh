@@ -60,8 +60,7 @@ for seed in ${SEEDS:-1234}; do
             "${flags[@]}" --config.data.held_out_digit="$d"
             --config.train.num_steps="${ANOMALY_STEPS:-45000}")
         run "anomaly${d}_${prior}_s$seed.log" "${t3[@]}"
-        run "anomaly${d}_${prior}_s$seed.eval.log" "${t3[@]}" --mode=eval \
-          --config.eval.num_checkpoints=10 --config.eval.score.z=mean
+        run "anomaly${d}_${prior}_s$seed.eval.log" "${t3[@]}" --mode=eval
       done
     fi
   done

@@ -245,10 +245,10 @@ def test_anomaly_end_to_end_on_mock_mnist(tmp_path):
     out = driver.run_evaluation(config, str(tmp_path))
   assert out["checkpoint_steps"] == [1, 2]
   assert 0 < out["results"]["anomaly/auprc"] <= 1 and 0 <= out["results"]["anomaly/auroc"] <= 1
-  # The table of score variants; its (w = gfactor, z = sample) entry is the shipped score.
+  # The table of score variants; its (w = gfactor, z = mean) entry is the shipped score.
   table = {k: v for k, v in out["results"].items() if k.startswith("anomaly_variants/")}
   assert len(table) == 18 and all(0 <= v <= 1 for v in table.values())
-  assert table["anomaly_variants/w=gfactor,z=sample/auprc"] == out["results"]["anomaly/auprc"]
+  assert table["anomaly_variants/w=gfactor,z=mean/auprc"] == out["results"]["anomaly/auprc"]
   assert out["paper"]["anomaly/auprc"]["value"] == 0.722  # digit 1, Table 3
   details = out["details"]["anomaly"]
   assert details["num_anomalous"] > 0 and details["num_normal"] > 0

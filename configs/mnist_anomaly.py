@@ -30,6 +30,6 @@ def get_config():
   # The score variant chosen on the development digit 4 (RESULTS.md, 2026-12-04): the model's own
   # -log p(x, z) at q's mean (a sample scores within .002 of it there).
   config.eval.score.z = "mean"
-  # AUPRC in the run's own TensorBoard at every eval (about 15 s each on 2 CPU cores).
+  # AUPRC in the run's own TensorBoard at every eval (4-14 s each on 2 shared CPU cores).
   config.eval.train_metrics = ("anomaly",)
   return config

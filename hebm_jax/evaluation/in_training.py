@@ -52,9 +52,6 @@ class TrainMetrics:
     data = EvalData(config, model)
     self.evaluators = [cls(config, model, data) for cls in metric_classes]
 
-  def __bool__(self) -> bool:
-    return bool(self.evaluators)
-
   def run(self, state, step: int) -> dict[str, float]:
     """Every metric's scalars on the live train state at `step` ({} without metrics).
 

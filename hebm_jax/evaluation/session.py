@@ -69,8 +69,8 @@ def resolve_metrics(config, field: str = "metrics", allow_empty: bool = False) -
       text = str(e)
       if text.startswith("config.eval.metrics:"):
         text = text[len("config.eval.metrics:"):].lstrip()
-      named = text.startswith(repr(cls.name))
-      raise ConfigError(f"config.eval.{field}: {'' if named else repr(cls.name) + ': '}{text}") from None
+      named = "" if text.startswith(repr(cls.name)) else f"{cls.name!r}: "
+      raise ConfigError(f"config.eval.{field}: {named}{text}") from None
   return classes
 
 

@@ -25,6 +25,7 @@ from hebm_jax import (checkpointing, compile_cache, device_prefetch, divergence,
                       xla_options)
 from hebm_jax.config_validation import validate_config
 from hebm_jax.evaluation import in_training, prior_kl
+from hebm_jax.evaluation.session import eval_key
 from hebm_jax.evaluation.evaluators import prior_kl as prior_kl_settings
 from hebm_jax.train_images import image_summaries, write_images
 from hebm_jax.train_state import (
@@ -109,7 +110,6 @@ class _Run:
     self.model = self._make_model()
     root = jax.random.PRNGKey(config.seed)
     init_key, self.base_train_key, self.image_key = (jax.random.fold_in(root, i) for i in range(3))
-    self.prior_kl_key = jax.random.fold_in(root, 3)
     self.train_key = self._train_key()
     self.manager = checkpointing.make_manager(workdir, config.checkpoint.max_to_keep)
     image_shape = (config.data.image_size, config.data.image_size, config.data.channels)
@@ -239,7 +239,7 @@ class _Run:
         # Whether the EBM has moved away from N(0, I) at all, at a glance (issue: a prior that
         # stays at 0.1 nats cannot change what the latents encode).
         result.update(prior_kl.prior_kl_scalars(
-            self.model, self.state, jax.random.fold_in(self.prior_kl_key, step), c))
+            self.model, self.state, eval_key(c.seed, step), c))
         extra = self.train_metrics.run(self.state, step)
       self.writer.write_scalars(step, {f"eval/{k}": v for k, v in {**result, **extra}.items()})
       # The metrics' headline numbers ('anomaly/auprc'), not their tables ('anomaly_variants/...').

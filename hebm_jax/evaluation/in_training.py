@@ -46,7 +46,9 @@ class TrainMetrics:
   """
 
   def __init__(self, config, metric_classes: list[type]):
-    self.config = config
+    self.config, self.evaluators = config, []
+    if not metric_classes:  # the usual case: nothing to set up at the trainer's start
+      return
     # A model without the run's schedules: evaluators only call `apply`.
     model = train_state.create_model(config, steps_per_epoch=1)
     data = EvalData(config, model)
